@@ -1,0 +1,50 @@
+"""GP classifiers: GP-UNet, GP-ShuffleUNet, GP-ReconResNet.
+
+>>> from gpcore.models import create_model, list_models
+>>> model = create_model("gp_unet")                  # paper configuration
+>>> logits = model(x)                                # (B, 3)
+>>> logits, heatmap = model.forward_with_heatmap(x)  # (B, 3), (B, 3, H, W)
+"""
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+from . import gp_recon_resnet, gp_shuffle_unet, gp_unet  # noqa: F401  (registers the models)
+from .base import GPClassifier
+from .checkpoints import (CheckpointError, load_weights, read_model_config, read_state_dict,
+                          save_model)
+from .gp_recon_resnet import GPReconResNet
+from .gp_shuffle_unet import GPShuffleUNet
+from .gp_unet import GPUNet
+from .reference import from_reference_kwargs, infer_model_config
+from .registry import build_model, list_models, register_model
+
+
+def create_model(name: str | None = None, *, checkpoint: str | os.PathLike | None = None,
+                 **cfg) -> nn.Module:
+    """Build a registered model, optionally with weights.
+
+    Args:
+        name: a name from :func:`list_models`. May be omitted when ``checkpoint`` is given: the
+            model is then rebuilt from the JSON written by :func:`save_model` beside it, or,
+            for a foreign checkpoint, from its keys and shapes.
+        checkpoint: any file :func:`load_weights` accepts.
+        **cfg: constructor options; they override a checkpoint's saved config.
+    """
+    if name is None:
+        if checkpoint is None:
+            raise ValueError(f"create_model needs a model name ({', '.join(list_models())}) "
+                             f"or a checkpoint")
+        name, saved = read_model_config(checkpoint)
+        cfg = {**saved, **cfg}
+    model = build_model(name, **cfg)
+    if checkpoint is not None:
+        load_weights(model, checkpoint)
+    return model
+
+
+__all__ = ["CheckpointError", "GPClassifier", "GPReconResNet", "GPShuffleUNet", "GPUNet",
+           "create_model", "from_reference_kwargs", "infer_model_config", "list_models",
+           "load_weights", "read_state_dict", "register_model", "save_model"]
