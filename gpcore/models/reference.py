@@ -119,3 +119,38 @@ def infer_model_config(shapes: dict[str, tuple[int, ...]]) -> tuple[str, dict] |
             "norm": "batch" if "intialConv.2.running_mean" in keys else "instance",
             "activation": "prelu" if "intialConv.3.weight" in keys else "relu"}
     return None
+
+
+def parse_reference_call(call: str) -> tuple[str, dict]:
+    """``"GP_UNet(in_channels=4, up_mode='sinc')"`` -> ``("GP_UNet", {...})``, literals only."""
+    import ast
+
+    node = ast.parse(call.strip(), mode="eval").body
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) or node.args:
+        raise ValueError(f"not a keyword-only constructor call: {call!r}")
+    return node.func.id, {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+
+
+def read_state_dict_listing(path) -> tuple[str, dict[str, tuple[tuple[int, ...], str]]]:
+    """Read a ``reference/state_dicts/*.txt`` listing.
+
+    Format: a ``# Class(kwargs)`` line, other ``#`` comments, then ``key (shape) dtype`` lines.
+    Returns the constructor call and ``{key: (shape, dtype)}`` in listing order.
+    """
+    from pathlib import Path
+    import ast
+
+    call, entries = None, {}
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("#"):
+            if call is None and "(" in line:
+                call = line[1:].strip()
+            continue
+        if not line.strip():
+            continue
+        key, rest = line.split(" ", 1)
+        shape, dtype = rest.rsplit(" ", 1)
+        entries[key] = (tuple(ast.literal_eval(shape)), dtype)
+    if call is None:
+        raise ValueError(f"{path}: no '# Class(kwargs)' header line")
+    return call, entries
