@@ -6,26 +6,21 @@ import sys
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .models import create_model, list_models
-    from .models.profile import count_flops, count_parameters
+    from .models.profile import model_summary
 
-    print(f"{'model':<18}{'parameters':>14}" + (f"{'GFLOPs':>10}" if args.flops else ""))
-    for name in list_models():
-        model = create_model(name)
-        row = f"{name:<18}{count_parameters(model):>14,}"
-        if args.flops:
-            row += f"{count_flops(model, (1, 4, args.size, args.size)) / 1e9:>10.2f}"
-        print(row)
+    table = model_summary(args.size)
+    table["parameters"] = table["parameters"].map("{:,}".format)
+    table = table.rename(columns={"gflops_per_slice": f"GFLOPs per 4×{args.size}×{args.size}"})
+    print(table.to_string(index=False, float_format="{:.2f}".format))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpcore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("models", help="list the registered models with their sizes "
-                                      "(paper configuration)")
-    p.add_argument("--flops", action="store_true", help="also count GFLOPs per slice")
-    p.add_argument("--size", type=int, default=240, help="slice size for --flops (default 240)")
+    p = sub.add_parser("models", help="list the registered models in their paper configuration "
+                                      "with parameters and GFLOPs per slice")
+    p.add_argument("--size", type=int, default=240, help="slice size (default 240)")
     p.set_defaults(func=_models)
     return parser
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from . import gp_recon_resnet, gp_shuffle_unet, gp_unet  # noqa: F401  (registers the models)
 from .base import GPClassifier
+from .profile import count_flops, count_parameters, model_summary
 from .checkpoints import (CheckpointError, load_weights, read_model_config, read_state_dict,
                           save_model)
 from .gp_recon_resnet import GPReconResNet

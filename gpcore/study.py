@@ -1,0 +1,105 @@
+"""Run the study's notebooks headless with papermill: ``python -m gpcore.study`` (run_all.sh).
+
+Each stage is a parameterised notebook in ``notebooks/``. Executed copies are saved under
+``results/<study>/<profile>/notebooks/``, figures under ``figures/<study>/<profile>/`` and tables
+under ``results/<study>/<profile>/``. A stage whose notebook, parameters and gpcore sources are
+unchanged since its last successful run is skipped, so an interrupted study resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ("phantom", "brats2020", "figshare")
+PROFILES = ("smoke", "quick", "paper")
+KERNEL = "gpcore"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    notebook: str
+
+
+# Stages in execution order; later issues add data preparation, training and analyses.
+STAGES = (Stage("models", "01_models.ipynb"),)
+
+
+def _sources_digest() -> str:
+    """Hash of gpcore's own sources: a code change re-runs the stages."""
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "gpcore").rglob("*.py")):
+        h.update(path.relative_to(ROOT).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("GPCORE_SHARED", ROOT.parent / "shared"))
+
+
+def run_study(study: str = "phantom", profile: str = "quick", data: str | None = None,
+              force: bool = False, stages: list[str] | None = None) -> int:
+    """Execute the stages; return 0, or 1 after the first failing stage."""
+    import papermill as pm
+
+    if study != "phantom" and data is None:
+        raise SystemExit(f"--study {study} needs --data PATH to the dataset folder")
+    if data is not None and not Path(data).exists():
+        raise SystemExit(f"--data {data}: no such folder")
+    results = ROOT / "results" / study / profile
+    figures = ROOT / "figures" / study / profile
+    executed = results / "notebooks"
+    executed.mkdir(parents=True, exist_ok=True)
+    values = {"study": study, "profile": profile, "results_dir": str(results),
+              "figures_dir": str(figures), "shared_dir": str(shared_dir()),
+              "data_dir": str(Path(data).resolve()) if data else ""}
+    code = _sources_digest()
+    for stage in STAGES:
+        if stages and stage.name not in stages:
+            continue
+        src = ROOT / "notebooks" / stage.notebook
+        declared = pm.inspect_notebook(str(src))
+        params = {k: v for k, v in values.items() if k in declared}
+        key = hashlib.sha256(src.read_bytes() + json.dumps(params, sort_keys=True).encode()
+                             + code.encode()).hexdigest()
+        stamp = executed / f"{src.stem}.done"
+        if not force and stamp.is_file() and stamp.read_text().strip() == key:
+            print(f"[study] {stage.name}: unchanged since its last run, skipped")
+            continue
+        out = executed / stage.notebook
+        print(f"[study] {stage.name}: running {src.relative_to(ROOT)} -> {out.relative_to(ROOT)}")
+        stamp.unlink(missing_ok=True)
+        try:
+            pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=KERNEL,
+                                cwd=str(src.parent), progress_bar=True)
+        except pm.PapermillExecutionError as err:
+            print(f"[study] {stage.name} FAILED: {err.ename}: {err.evalue}\n"
+                  f"[study] the executed notebook with the error is {out}", file=sys.stderr)
+            return 1
+        stamp.write_text(key + "\n")
+    print(f"[study] done: tables in {results}, figures in {figures}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", choices=STUDIES, default="phantom")
+    parser.add_argument("--profile", choices=PROFILES, default="quick")
+    parser.add_argument("--data", help="dataset folder (BraTS 2020 or Figshare) for real studies")
+    parser.add_argument("--stage", action="append", choices=[s.name for s in STAGES],
+                        help="run only this stage (repeatable)")
+    parser.add_argument("--force", action="store_true", help="re-run stages even if unchanged")
+    args = parser.parse_args(argv)
+    return run_study(args.study, args.profile, args.data, args.force, args.stage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
