@@ -45,26 +45,32 @@ def shared_dir() -> Path:
 
 
 def run_study(study: str = "phantom", profile: str = "quick", data: str | None = None,
-              force: bool = False, stages: list[str] | None = None) -> int:
-    """Execute the stages; return 0, or 1 after the first failing stage."""
+              force: bool = False, stages: list[str] | None = None,
+              output_root: Path = ROOT, stage_list: tuple[Stage, ...] = STAGES,
+              notebooks_dir: Path = ROOT / "notebooks") -> int:
+    """Execute the stages; return 0, or 1 after the first failing stage.
+
+    ``output_root`` holds ``results/`` and ``figures/``; ``stage_list`` and ``notebooks_dir``
+    exist for tests.
+    """
     import papermill as pm
 
     if study != "phantom" and data is None:
         raise SystemExit(f"--study {study} needs --data PATH to the dataset folder")
     if data is not None and not Path(data).exists():
         raise SystemExit(f"--data {data}: no such folder")
-    results = ROOT / "results" / study / profile
-    figures = ROOT / "figures" / study / profile
+    results = Path(output_root) / "results" / study / profile
+    figures = Path(output_root) / "figures" / study / profile
     executed = results / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
     values = {"study": study, "profile": profile, "results_dir": str(results),
               "figures_dir": str(figures), "shared_dir": str(shared_dir()),
               "data_dir": str(Path(data).resolve()) if data else ""}
     code = _sources_digest()
-    for stage in STAGES:
+    for stage in stage_list:
         if stages and stage.name not in stages:
             continue
-        src = ROOT / "notebooks" / stage.notebook
+        src = Path(notebooks_dir) / stage.notebook
         declared = pm.inspect_notebook(str(src))
         params = {k: v for k, v in values.items() if k in declared}
         key = hashlib.sha256(src.read_bytes() + json.dumps(params, sort_keys=True).encode()
@@ -74,7 +80,7 @@ def run_study(study: str = "phantom", profile: str = "quick", data: str | None =
             print(f"[study] {stage.name}: unchanged since its last run, skipped")
             continue
         out = executed / stage.notebook
-        print(f"[study] {stage.name}: running {src.relative_to(ROOT)} -> {out.relative_to(ROOT)}")
+        print(f"[study] {stage.name}: running {src} -> {out}")
         stamp.unlink(missing_ok=True)
         try:
             pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=KERNEL,

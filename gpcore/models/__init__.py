@@ -46,6 +46,16 @@ def create_model(name: str | None = None, *, checkpoint: str | os.PathLike | Non
     return model
 
 
+def read_config_file(path: str | os.PathLike) -> tuple[str, dict]:
+    """``(model name, cfg)`` from a YAML file ``{model: NAME, config: {...}}`` (``configs/models``)."""
+    import yaml
+
+    data = yaml.safe_load(open(path))
+    if not isinstance(data, dict) or "model" not in data:
+        raise ValueError(f"{path}: expected 'model: NAME' and an optional 'config:' mapping")
+    return data["model"], dict(data.get("config") or {})
+
+
 __all__ = ["CheckpointError", "GPClassifier", "GPReconResNet", "GPShuffleUNet", "GPUNet",
            "create_model", "from_reference_kwargs", "infer_model_config", "list_models",
-           "load_weights", "read_state_dict", "register_model", "save_model"]
+           "load_weights", "read_config_file", "read_state_dict", "register_model", "save_model"]

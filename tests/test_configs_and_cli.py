@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from gpcore.cli import main
+from gpcore.models import create_model, list_models, read_config_file
+from gpcore.models.profile import count_flops, count_parameters, model_summary
+from conftest import ROOT
+from helpers import small_model
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_config_files_hold_the_paper_configuration(name):
+    model_name, cfg = read_config_file(ROOT / "configs" / "models" / f"{name}.yaml")
+    assert model_name == name
+    with torch.device("meta"):
+        assert create_model(name, **cfg).config == create_model(name).config
+
+
+def test_model_summary_counts_paper_models():
+    table = model_summary(240).set_index("model")
+    assert table.loc["gp_unet", "parameters"] == 1_740_675
+    # a 3x3 conv at full resolution dominates GP-UNet's cost: 64*64*9*240*240*2 FLOPs
+    assert table.loc["gp_unet", "gflops_per_slice"] > 64 * 64 * 9 * 240 * 240 * 2 / 1e9
+    assert (table["gflops_per_slice"] > 0).all()
+
+
+def test_flops_on_meta_device_equal_flops_on_cpu():
+    model = small_model("gp_unet")
+    with torch.device("meta"):
+        meta = small_model("gp_unet")
+    assert count_flops(model, (1, 4, 32, 32)) == count_flops(meta, (1, 4, 32, 32))
+    assert count_parameters(model) == count_parameters(meta)
+
+
+def test_cli_lists_models(capsys):
+    assert main(["models", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    for name in list_models():
+        assert name in out
+    assert "1,740,675" in out and "GFLOPs per 4×64×64" in out
+
+
+def test_model_prints():
+    text = repr(create_model("gp_unet"))
+    assert "GPUNet" in text and "pool=features" in text
