@@ -36,6 +36,15 @@ def check_probability(p: float, name: str) -> float:
     return float(p)
 
 
+def make_activation(kind: str) -> nn.Module:
+    """``"relu"`` or ``"prelu"`` (one learnable slope, init 0.25, as in the reference)."""
+    if kind == "relu":
+        return nn.ReLU()
+    if kind == "prelu":
+        return nn.PReLU()
+    raise ValueError(f"activation must be 'relu' or 'prelu', got {kind!r}")
+
+
 def lse_pool(heatmap: Tensor, r: float) -> Tensor:
     """Log-sum-exp pooling ``(1/r) log(mean exp(r h))`` over H, W: ``(B, K, H, W) -> (B, K)``.
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import GPClassifier, check_probability, record_config
+from .base import GPClassifier, check_probability, make_activation, record_config
 from .registry import register_model
 from .resample import fourier_resample
 
@@ -22,22 +22,14 @@ def _norm(kind: str, c: int) -> nn.Module:
     raise ValueError(f"norm must be 'instance' or 'batch', got {kind!r}")
 
 
-def _act(kind: str) -> nn.Module:
-    if kind == "prelu":
-        return nn.PReLU()
-    if kind == "relu":
-        return nn.ReLU()
-    raise ValueError(f"activation must be 'prelu' or 'relu', got {kind!r}")
-
-
 class ResidualBlock(nn.Module):
     """``x + conv_block(x)``, no activation after the sum; dropout between the two convs."""
 
     def __init__(self, c: int, norm: str, activation: str, drop: float):
         super().__init__()
         self.conv_block = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), _norm(norm, c), _act(activation),
-            nn.Dropout2d(drop), nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), _norm(norm, c))
+            nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), _norm(norm, c),
+            make_activation(activation), nn.Dropout2d(drop), nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), _norm(norm, c))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv_block(x)
@@ -49,7 +41,7 @@ class DownsamplingBlock(nn.Module):
     def __init__(self, c: int, norm: str, activation: str):
         super().__init__()
         self.conv_block = nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
-                                        _norm(norm, 2 * c), _act(activation))
+                                        _norm(norm, 2 * c), make_activation(activation))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv_block(x)
@@ -65,7 +57,8 @@ class UpsamplingBlock(nn.Module):
             layers = [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1)]
         else:
             layers = [nn.ReflectionPad2d(1), nn.Conv2d(c, c // 2, 3)]
-        self.conv_block = nn.Sequential(*layers, _norm(norm, c // 2), _act(activation))
+        self.conv_block = nn.Sequential(*layers, _norm(norm, c // 2),
+                                        make_activation(activation))
 
     def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
         if self.mode == "sinc":
@@ -111,7 +104,8 @@ class GPReconResNet(GPClassifier):
         self.updown_blocks = updown_blocks
         c = starting_nfeatures
         self.intialConv = nn.Sequential(  # (sic): the reference's key name
-            nn.ReflectionPad2d(3), nn.Conv2d(in_channels, c, 7), _norm(norm, c), _act(activation))
+            nn.ReflectionPad2d(3), nn.Conv2d(in_channels, c, 7), _norm(norm, c),
+            make_activation(activation))
         self.downsam = nn.ModuleList()
         for _ in range(updown_blocks):
             self.downsam.append(DownsamplingBlock(c, norm, activation))

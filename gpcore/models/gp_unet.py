@@ -6,19 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import GPClassifier, check_probability, record_config
+from .base import GPClassifier, check_probability, make_activation, record_config
 from .registry import register_model
 from .resample import fourier_resample
 
 UP_MODES = ("sinc", "upconv", "bilinear")
-
-
-def _activation(name: str) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU()
-    if name == "prelu":
-        return nn.PReLU()
-    raise ValueError(f"activation must be 'relu' or 'prelu', got {name!r}")
 
 
 class UNetConvBlock(nn.Module):
@@ -28,7 +20,7 @@ class UNetConvBlock(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for c_in in (cin, cout):
-            layers += [nn.Conv2d(c_in, cout, 3, padding=1), _activation(activation)]
+            layers += [nn.Conv2d(c_in, cout, 3, padding=1), make_activation(activation)]
             if batch_norm:
                 layers.append(nn.BatchNorm2d(cout))
         self.block = nn.Sequential(*layers)
