@@ -29,7 +29,8 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.conv_block = nn.Sequential(
             nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), _norm(norm, c),
-            make_activation(activation), nn.Dropout2d(drop), nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), _norm(norm, c))
+            make_activation(activation), nn.Dropout2d(drop),
+            nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), _norm(norm, c))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv_block(x)
