@@ -16,3 +16,6 @@ class DataError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{self.path}: {problem}" + (f"; {fix}" if fix else ""))
+
+    def __reduce__(self):  # survive pickling across worker processes
+        return (type(self), (self.path, self.problem, self.fix))
