@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 
 class DataError(ValueError):
@@ -19,3 +20,22 @@ class DataError(ValueError):
 
     def __reduce__(self):  # survive pickling across worker processes
         return (type(self), (self.path, self.problem, self.fix))
+
+
+ON_ERROR = ("stop", "skip")
+
+
+def check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
+
+
+def report(err: DataError, on_error: str, skipped: list | None) -> None:
+    """``"stop"``: raise ``err``; ``"skip"``: append it to ``skipped`` (or warn if no list)."""
+    if on_error == "stop":
+        raise err
+    if skipped is None:
+        # nobody collects the problems: do not lose them silently
+        warnings.warn(f"skipped: {err}", stacklevel=3)
+    else:
+        skipped.append(err)

@@ -34,7 +34,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..io import atomic_path
-from .errors import DataError
+from .errors import DataError, check_on_error
 from .records import BRATS_CLASSES, SliceSample, VolumeSubject
 
 STORE_FORMAT = "gpcore-slice-store"
@@ -211,8 +211,7 @@ def build_store(items: Sequence[VolumeSubject | SliceSample], out_dir: str | os.
         on_error: ``"stop"`` raises on the first bad input; ``"skip"`` leaves it out and
             lists it in ``skipped.csv`` (together with ``skipped``, the readers' problems).
     """
-    if on_error not in ("stop", "skip"):
-        raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
+    check_on_error(on_error)
     out = Path(out_dir)
     params = {"size": size, "classes": list(classes), "channels": list(channels),
               "class_codes": {str(k): v for k, v in (class_codes or {}).items()},
