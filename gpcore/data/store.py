@@ -124,8 +124,11 @@ def slice_volume(subject: VolumeSubject, size: int | None):
 def slice_samples(samples: Sequence[SliceSample], size: int | None, class_codes: dict[int, int]):
     """One patient's 2D slices: ``images (S, C, H, W)``, ``masks (S, H, W)``, index rows."""
     images, masks, rows = [], [], []
+    eight_bit = True  # 8-bit sources (PNG/JPEG) are stored as uint8, rounded after resizing
     for i, sample in enumerate(samples):
         image, mask = sample.load()
+        eight_bit &= bool(image.min() >= 0 and image.max() <= 255
+                          and np.array_equal(image, np.rint(image)))
         if mask is None:
             mask = np.zeros(image.shape[1:], np.uint8)
         if size is None and images and image.shape != images[0].shape:
@@ -143,10 +146,8 @@ def slice_samples(samples: Sequence[SliceSample], size: int | None, class_codes:
                      "class_name": sample.label_name, "grade": sample.label_name,
                      "tumour_area": int((mask[0] > 0).sum()), "source_file": str(sample.image_path),
                      "fold": "" if sample.fold is None else int(sample.fold)})
-    images = np.stack(images).astype(np.float32)
-    integral = np.array_equal(images, np.rint(images))
-    dtype = np.uint8 if integral and images.min() >= 0 and images.max() <= 255 else np.float32
-    return _cast(images, np.dtype(dtype)), np.stack(masks).astype(np.uint8), rows
+    dtype = np.dtype(np.uint8 if eight_bit else np.float32)
+    return _cast(np.stack(images), dtype), np.stack(masks).astype(np.uint8), rows
 
 
 # --------------------------------------------------------------------------------------------

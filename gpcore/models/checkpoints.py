@@ -16,12 +16,13 @@ import argparse
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from ..io import atomic_path
 
 from .reference import infer_model_config
 
@@ -35,12 +36,6 @@ CONFIG_FORMAT = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read or does not fit the model."""
-
-
-def _atomic_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
 
 
 def _unsafe_globals(path: Path) -> list[str]:
@@ -176,15 +171,11 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
     meta = {"format": CONFIG_FORMAT, "model": model.model_name, "config": model.config,
             "gpcore_version": __version__}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp_w, tmp_c = _atomic_path(path), _atomic_path(config_path(path))
-    try:
-        save_file(state, tmp_w, metadata={"model": model.model_name})
+    # the config is renamed into place after the weights: a pair is never half new
+    with atomic_path(config_path(path)) as tmp_c:
+        with atomic_path(path) as tmp_w:
+            save_file(state, tmp_w, metadata={"model": model.model_name})
         tmp_c.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp_w, path)
-        os.replace(tmp_c, config_path(path))
-    finally:
-        for tmp in (tmp_w, tmp_c):
-            tmp.unlink(missing_ok=True)
     return path
 
 
