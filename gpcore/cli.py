@@ -22,6 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
                                       "with parameters and GFLOPs per slice")
     p.add_argument("--size", type=int, default=240, help="slice size (default 240)")
     p.set_defaults(func=_models)
+    from .data.phantom import add_cli as add_phantom
+    from .data.prepare import add_cli as add_prepare
+
+    add_phantom(sub)
+    add_prepare(sub)
     return parser
 
 

@@ -28,7 +28,7 @@ class Stage:
 
 
 # Stages in execution order; later issues add data preparation, training and analyses.
-STAGES = (Stage("models", "01_models.ipynb"),)
+STAGES = (Stage("models", "01_models.ipynb"), Stage("data", "02_data.ipynb"))
 
 
 def _sources_digest() -> str:
@@ -65,7 +65,8 @@ def run_study(study: str = "phantom", profile: str = "quick", data: str | None =
     executed.mkdir(parents=True, exist_ok=True)
     values = {"study": study, "profile": profile, "results_dir": str(results),
               "figures_dir": str(figures), "shared_dir": str(shared_dir()),
-              "data_dir": str(Path(data).resolve()) if data else ""}
+              "data_dir": str(Path(data).resolve()) if data else "",
+              "work_dir": str(Path(output_root) / "data" / study / profile)}
     code = _sources_digest()
     for stage in stage_list:
         if stages and stage.name not in stages:

@@ -57,3 +57,16 @@ def test_real_studies_need_a_data_folder():
     with pytest.raises(SystemExit, match="needs --data"):
         run_study(study="brats2020")
     assert [s.name for s in STAGES][0] == "models"
+
+
+def test_data_stage_builds_store_split_and_figures(smoke_run):
+    results, figures = smoke_run / "results/phantom/smoke", smoke_run / "figures/phantom/smoke"
+    counts = pd.read_csv(results / "data_counts.csv")
+    per_class = counts.set_index("class")["slices"]
+    assert per_class["Healthy"] > 0 and per_class["LGG"] > 0 and per_class["HGG"] > 0
+    assert counts.set_index("class").loc["total", "patients"] == 8
+    split = pd.read_csv(smoke_run / "data/phantom/smoke/split.csv")
+    assert sorted(split.fold.unique()) == [0, 1, 2] and set(split.part) == {"train", "val", "test"}
+    assert (pd.read_csv(results / "split_summary.csv").patients > 0).all()
+    for name in ("data_examples", "phantom_subjects"):
+        assert (figures / f"{name}.png").stat().st_size > 10_000

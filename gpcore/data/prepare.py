@@ -98,9 +98,9 @@ def prepare_study(study: str, profile: str, work_dir: str | os.PathLike,
     if study == "phantom":
         from .phantom import generate_phantom
 
-        raw = work.parent / f"phantom_raw_n{cfg['phantom_subjects']}_seed{cfg['phantom_seed']}"
-        data_dir = generate_phantom(raw, cfg["phantom_subjects"], seed=cfg["phantom_seed"],
-                                    workers=workers)
+        n, seed, hgg = cfg["phantom_subjects"], cfg["phantom_seed"], cfg["phantom_hgg_fraction"]
+        raw = work.parent / f"phantom_raw_n{n}_seed{seed}_hgg{hgg}"
+        data_dir = generate_phantom(raw, n, seed=seed, workers=workers, hgg_fraction=hgg)
         source = "brats"
     elif study == "brats2020":
         source = "brats"
