@@ -152,3 +152,11 @@ def test_cli_and_figure(cohort, monkeypatch):
     assert "synthetic phantom" in titles[0]
     # phantom_figure alone returns both paths
     assert [p.suffix for p in phantom_figure(training, out / "again")] == [".png", ".pdf"]
+
+
+def test_refuses_to_mix_cohorts_of_other_parameters(tmp_path):
+    from gpcore.data.phantom import generate_phantom
+
+    generate_phantom(tmp_path, 1, seed=3, workers=1, progress=False)
+    with pytest.raises(FileExistsError, match="other parameters"):
+        generate_phantom(tmp_path, 2, seed=3, workers=1, progress=False)

@@ -243,7 +243,12 @@ def generate_phantom(out_dir: str | os.PathLike, n_subjects: int, seed: int = 0,
     grades = assign_grades(n_subjects, seed, hgg_fraction)
     mapping = training_dir / "name_mapping.csv"
     text = name_mapping_text(grades)
-    if not mapping.exists() or mapping.read_text() != text:
+    if mapping.exists() and mapping.read_text() != text:
+        # its subjects were drawn with other grades: mixing them would mislabel the cohort
+        raise FileExistsError(
+            f"{mapping}: this folder holds a phantom made with other parameters (subjects, seed "
+            f"or HGG fraction); choose another output folder or delete {training_dir}")
+    if not mapping.exists():
         _atomic_write(mapping, text.encode())
 
     from tqdm.auto import tqdm
@@ -283,9 +288,6 @@ def read_name_mapping(training_dir: str | os.PathLike) -> list[tuple[str, str]]:
 def phantom_figure(training_dir: str | os.PathLike, out_stem: str | os.PathLike) -> list[Path]:
     """First HGG and first LGG subject at their largest-tumour axial slice: T1, T2, T1CE, FLAIR
     and T1CE with the labels overlaid. Saves ``out_stem.png`` and ``out_stem.pdf``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import nibabel as nib
     from matplotlib.patches import Patch
