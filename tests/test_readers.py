@@ -472,3 +472,24 @@ def test_manifest_real_figshare_copy():
         assert image.ndim == 3 and image.shape[0] == 1 and image.dtype == np.float32
         assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
         assert mask.shape == image.shape[1:]
+
+
+# --------------------------------------------------------------------------------------------
+# the same bad inputs through the whole preprocessing step (reader + slice store)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", AT_DISCOVERY + AT_LOAD, ids=lambda f: f.__name__.strip("_"))
+def test_preprocess_stops_or_skips_and_reports(brats, tmp_path, damage):
+    import pandas as pd
+
+    from gpcore.data.prepare import preprocess
+
+    name, problem = damage(brats)
+    with pytest.raises(DataError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        preprocess("brats", brats, tmp_path / "stop", workers=1, progress=False)
+    assert not (tmp_path / "stop" / "store.json").exists()
+    store = preprocess("brats", brats, tmp_path / "skip", workers=1, progress=False,
+                       on_error="skip")
+    assert sorted(store.index.patient_id.unique()) == [
+        "BraTS20_Training_001", "BraTS20_Training_003", "BraTS20_Training_355"]
+    report = pd.read_csv(tmp_path / "skip" / "skipped.csv")
+    assert len(report) == 1 and name in report.problem[0] and problem in report.problem[0]
