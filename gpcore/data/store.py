@@ -256,6 +256,24 @@ def build_store(items: Sequence[VolumeSubject | SliceSample], out_dir: str | os.
     return SliceStore(out)
 
 
+def _write_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...], blocks) -> None:
+    """Write an ``.npy`` file block by block with plain writes (atomically).
+
+    Unlike filling a ``open_memmap``, this keeps no written pages mapped in the process, so
+    its resident memory stays at one block whatever the size of the store.
+    """
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": tuple(int(x) for x in shape)}
+    written = 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_2_0(f, header)
+        for block in blocks:
+            f.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+            written += len(block)
+        if written != shape[0]:
+            raise RuntimeError(f"{path}: wrote {written} of {shape[0]} slices")
+
+
 def _assemble(out: Path, unit_ids: list[str], params: dict, channels, classes, started: float,
               n_skipped: int) -> None:
     """Concatenate the shards into ``images.npy`` / ``masks.npy`` one shard at a time."""
@@ -272,19 +290,11 @@ def _assemble(out: Path, unit_ids: list[str], params: dict, channels, classes, s
                         "choose one resolution with --size")
     dtype = np.result_type(*[h.dtype for h in heads])
     n, slice_shape = len(index), shapes.pop()
-    with atomic_path(out / "images.npy") as tmp_img, atomic_path(out / "masks.npy") as tmp_msk:
-        images = np.lib.format.open_memmap(tmp_img, mode="w+", dtype=dtype,
-                                           shape=(n, *slice_shape))
-        masks = np.lib.format.open_memmap(tmp_msk, mode="w+", dtype=np.uint8,
-                                          shape=(n, *slice_shape[1:]))
-        start = 0
-        for shard in shards:
-            block = np.load(shard / "images.npy", mmap_mode="r")
-            images[start:start + len(block)] = block
-            masks[start:start + len(block)] = np.load(shard / "masks.npy", mmap_mode="r")
-            start += len(block)
-        images.flush(), masks.flush()
-        del images, masks
+    del heads
+    _write_npy(out / "images.npy", dtype, (n, *slice_shape),
+               (np.load(s / "images.npy") for s in shards))
+    _write_npy(out / "masks.npy", np.dtype(np.uint8), (n, *slice_shape[1:]),
+               (np.load(s / "masks.npy") for s in shards))
     index.insert(0, "row", np.arange(n))
     with atomic_path(out / "index.csv") as tmp:
         index.to_csv(tmp, index=False)
