@@ -340,6 +340,16 @@ def test_figshare_discovery_folds_and_lazy_load(figshare):
     assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
 
 
+def test_figshare_files_in_the_release_part_folders(figshare):
+    part = figshare / "brainTumorDataPublic_1-766"
+    part.mkdir()
+    (figshare / "2.mat").rename(part / "2.mat")
+    assert [s.sample_id for s in discover_figshare_mat(figshare)] == ["1", "2", "10"]
+    (part / "10.mat").write_bytes((figshare / "10.mat").read_bytes())
+    with pytest.raises(DataError, match="10.mat found more than once"):
+        discover_figshare_mat(figshare)
+
+
 def test_figshare_without_cvind_and_v5_cvind(figshare, tmp_path):
     from scipy.io import savemat
 

@@ -171,7 +171,14 @@ def discover_figshare_mat(folder: str | os.PathLike, cvind_path: str | os.PathLi
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "folder not found", "pass the folder holding 1.mat … 3064.mat")
-    files = sorted((p for p in folder.glob("*.mat") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    # the release unzips into part folders (brainTumorDataPublic_1-766, ...): look below too
+    files = sorted((p for p in folder.rglob("*.mat") if p.stem.isdigit()),
+                   key=lambda p: int(p.stem))
+    numbers = [int(p.stem) for p in files]
+    if len(set(numbers)) != len(numbers):
+        dup = next(n for n in numbers if numbers.count(n) > 1)
+        raise DataError(folder, f"{dup}.mat found more than once",
+                        "keep one copy of each slice file below this folder")
     if not files:
         raise DataError(folder, "no <number>.mat files found",
                         "pass the folder holding 1.mat … 3064.mat (unzip the figshare parts)")
