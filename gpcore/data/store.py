@@ -25,7 +25,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
 
@@ -51,21 +50,24 @@ UNLABELLED = -1
 def _resize(images: np.ndarray, masks: np.ndarray, size: int | None):
     """``images (S, C, H, W)``, ``masks (S, H, W)`` -> the same at ``size × size``.
 
-    Images: bilinear with anti-aliasing (a down-sized slice keeps its mean intensity, no
-    aliasing); masks: nearest, so sub-region labels stay labels.
+    Images: Pillow's bilinear filter, which widens its support when down-sizing (anti-aliased:
+    a down-sized slice keeps its mean intensity); masks: nearest, so sub-region labels stay
+    labels. Pillow rather than torch, because worker processes are forked and OpenMP thread
+    pools do not survive a fork.
     """
     if size is None or images.shape[-2:] == (size, size):
         return images, masks
-    import torch
-    import torch.nn.functional as F
+    from PIL import Image
 
-    torch.set_num_threads(1)  # one subject per process; parallelism is across subjects
-    img = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    img = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True,
-                        align_corners=False).numpy()
-    msk = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32))[:, None]
-    msk = F.interpolate(msk, size=(size, size), mode="nearest-exact")[:, 0].numpy()
-    return img, msk.astype(np.uint8)
+    out_img = np.empty((*images.shape[:2], size, size), np.float32)
+    out_msk = np.empty((len(masks), size, size), np.uint8)
+    for s in range(images.shape[0]):
+        for c in range(images.shape[1]):
+            plane = Image.fromarray(np.ascontiguousarray(images[s, c], dtype=np.float32), "F")
+            out_img[s, c] = np.asarray(plane.resize((size, size), Image.Resampling.BILINEAR))
+        label = Image.fromarray(np.ascontiguousarray(masks[s], dtype=np.uint8), "L")
+        out_msk[s] = np.asarray(label.resize((size, size), Image.Resampling.NEAREST))
+    return out_img, out_msk
 
 
 def _store_dtype(source_dtype: np.dtype) -> np.dtype:
@@ -238,7 +240,7 @@ def build_store(items: Sequence[VolumeSubject | SliceSample], out_dir: str | os.
     if workers == 1:
         results = map(_write_shard, jobs)
     else:
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(workers)
         results = pool.map(_write_shard, jobs)
     try:
         for uid, n, err in results:
@@ -268,8 +270,12 @@ def _write_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...], blocks) -> N
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.lib.format.write_array_header_2_0(f, header)
         for block in blocks:
-            f.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+            # small chunks of a memory-mapped shard: no large temporary copies, whose freed
+            # heap the allocator may keep
+            for start in range(0, len(block), 8):
+                f.write(np.ascontiguousarray(block[start:start + 8], dtype=dtype).data)
             written += len(block)
+            del block
         if written != shape[0]:
             raise RuntimeError(f"{path}: wrote {written} of {shape[0]} slices")
 
@@ -292,9 +298,9 @@ def _assemble(out: Path, unit_ids: list[str], params: dict, channels, classes, s
     n, slice_shape = len(index), shapes.pop()
     del heads
     _write_npy(out / "images.npy", dtype, (n, *slice_shape),
-               (np.load(s / "images.npy") for s in shards))
+               (np.load(s / "images.npy", mmap_mode="r") for s in shards))
     _write_npy(out / "masks.npy", np.dtype(np.uint8), (n, *slice_shape[1:]),
-               (np.load(s / "masks.npy") for s in shards))
+               (np.load(s / "masks.npy", mmap_mode="r") for s in shards))
     index.insert(0, "row", np.arange(n))
     with atomic_path(out / "index.csv") as tmp:
         index.to_csv(tmp, index=False)
