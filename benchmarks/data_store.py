@@ -3,8 +3,8 @@ subjects side by side, and random-access read throughput of the store.
 
     python -m benchmarks.data_store [--subjects 10 40] [--size 240] [--workers 2]
 
-Each preprocessing run happens in a fresh child process, so its peak RSS (its own and that of
-its worker processes) is measured alone. Peak RSS must stay flat as subjects grow: the store
+Each preprocessing run happens in a fresh child process, so its peak RSS (its own, VmHWM, and
+that of its worker processes) is measured alone. Peak RSS must stay flat as subjects grow: the store
 streams subject by subject. Prints a Markdown table; append it to benchmarks/README.md.
 """
 from __future__ import annotations
@@ -29,7 +29,10 @@ def _child(raw: str, out: str, size: int | None, workers: int) -> None:
     t = time.perf_counter()
     store = preprocess("brats", raw, out, size=size, workers=workers, progress=False)
     seconds = time.perf_counter() - t
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec, so it
+    # would report the benchmark driver's peak rather than this process's
+    own = next(int(line.split()[1]) for line in open("/proc/self/status")
+               if line.startswith("VmHWM")) / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "slices": len(store), "rss_main_mib": own,
                       "rss_worker_mib": kids}))
