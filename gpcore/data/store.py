@@ -47,7 +47,7 @@ UNLABELLED = -1
 # --------------------------------------------------------------------------------------------
 # slicing and resizing
 # --------------------------------------------------------------------------------------------
-def _resize(images: np.ndarray, masks: np.ndarray, size: int | None):
+def resize_slices(images: np.ndarray, masks: np.ndarray, size: int | None):
     """``images (S, C, H, W)``, ``masks (S, H, W)`` -> the same at ``size × size``.
 
     Images: Pillow's bilinear filter, which widens its support when down-sizing (anti-aliased:
@@ -108,7 +108,7 @@ def slice_volume(subject: VolumeSubject, size: int | None):
     keep = np.flatnonzero(non_empty | tumour)
     images = np.moveaxis(image[..., keep], -1, 0)  # (S, C, X, Y)
     masks = np.moveaxis(seg[..., keep], -1, 0).astype(np.uint8)
-    images, masks = _resize(images, masks, size)
+    images, masks = resize_slices(images, masks, size)
     if vol.seg is None:
         labels = np.full(len(keep), UNLABELLED)
     else:
@@ -137,7 +137,7 @@ def slice_samples(samples: Sequence[SliceSample], size: int | None, class_codes:
             raise DataError(sample.image_path,
                             f"slice size {image.shape[1:]} differs from {images[0].shape[1:]}",
                             "choose one resolution for the store with --size (e.g. 512)")
-        image, mask = _resize(image[None], mask[None], size)
+        image, mask = resize_slices(image[None], mask[None], size)
         if sample.label not in class_codes:
             raise DataError(sample.image_path, f"label {sample.label} is not one of the dataset's "
                             f"classes {sorted(class_codes)}", "fix the label or the class list")

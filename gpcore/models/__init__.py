@@ -14,8 +14,8 @@ from torch import nn
 from . import gp_recon_resnet, gp_shuffle_unet, gp_unet  # noqa: F401  (registers the models)
 from .base import GPClassifier
 from .profile import count_flops, count_parameters, model_summary
-from .checkpoints import (CheckpointError, load_weights, read_model_config, read_state_dict,
-                          save_model)
+from .checkpoints import (CheckpointError, load_weights, read_checkpoint_meta, read_model_config,
+                          read_state_dict, save_model)
 from .gp_recon_resnet import GPReconResNet
 from .gp_shuffle_unet import GPShuffleUNet
 from .gp_unet import GPUNet
@@ -58,4 +58,4 @@ def read_config_file(path: str | os.PathLike) -> tuple[str, dict]:
 
 __all__ = ["CheckpointError", "GPClassifier", "GPReconResNet", "GPShuffleUNet", "GPUNet",
            "create_model", "from_reference_kwargs", "infer_model_config", "list_models",
-           "load_weights", "read_config_file", "read_state_dict", "register_model", "save_model"]
+           "load_weights", "read_checkpoint_meta", "read_config_file", "read_state_dict", "register_model", "save_model"]

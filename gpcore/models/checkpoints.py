@@ -156,8 +156,12 @@ def config_path(weights_path: str | os.PathLike) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
+def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write ``path`` (safetensors weights) and ``path.json`` (model name and config).
+
+    ``extra``: JSON-serialisable facts about how the model was trained that inference needs
+    (e.g. ``{"input_size": 96, "normalisation": "max", "classes": [...], "channels": [...]}``),
+    stored under ``"extra"``; read back with :func:`read_checkpoint_meta`.
 
     Both are written to temporary names and renamed, so an interrupted save never leaves a
     half-written pair. ``create_model(checkpoint=path)`` rebuilds the model.
@@ -169,7 +173,7 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
     from .. import __version__
 
     meta = {"format": CONFIG_FORMAT, "model": model.model_name, "config": model.config,
-            "gpcore_version": __version__}
+            "gpcore_version": __version__, "extra": extra or {}}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     # the config is renamed into place after the weights: a pair is never half new
     with atomic_path(config_path(path)) as tmp_c:
@@ -177,6 +181,12 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
             save_file(state, tmp_w, metadata={"model": model.model_name})
         tmp_c.write_text(json.dumps(meta, indent=2) + "\n")
     return path
+
+
+def read_checkpoint_meta(weights_path: str | os.PathLike) -> dict:
+    """The JSON beside a saved model (``{"model", "config", "extra", ...}``); ``{}`` if none."""
+    cfg_file = config_path(weights_path)
+    return json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
 
 
 def read_model_config(weights_path: str | os.PathLike) -> tuple[str, dict]:
