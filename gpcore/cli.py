@@ -25,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.phantom import add_cli as add_phantom
     from .data.prepare import add_cli as add_prepare
 
+    from .train import add_cli as add_train
+
     add_phantom(sub)
     add_prepare(sub)
+    add_train(sub)
     return parser
 
 

@@ -150,7 +150,8 @@ def _check_contrasts(contrasts: Sequence[str], root: Path) -> tuple[str, ...]:
 
 
 def discover_brats(root: str | os.PathLike, contrasts: Sequence[str] = BRATS_CONTRASTS,
-                   on_error: str = "stop", skipped: list | None = None) -> list[VolumeSubject]:
+                   on_error: str = "stop", skipped: list | None = None,
+                   labelled: bool | None = None) -> list[VolumeSubject]:
     """Find the subjects of a BraTS 2020 training or validation folder; reads no voxels.
 
     Args:
@@ -160,6 +161,9 @@ def discover_brats(root: str | os.PathLike, contrasts: Sequence[str] = BRATS_CON
         contrasts: channel order of ``Volume.image`` (default T1, T2, T1CE, FLAIR).
         on_error: ``"stop"`` raises the first :class:`DataError`; ``"skip"`` appends it to
             ``skipped`` and leaves the subject out.
+        labelled: ``None`` (default) tells training from validation data as above; ``False``
+            reads user data like validation data (contrasts only: no grade, no segmentation,
+            no ``name_mapping.csv`` needed); ``True`` requires grades and segmentations.
 
     Returns the subjects sorted by subject ID (= folder name); ``subject.load()`` reads them.
     """
@@ -173,7 +177,7 @@ def discover_brats(root: str | os.PathLike, contrasts: Sequence[str] = BRATS_CON
     if not folders:
         raise DataError(data_dir, "no subject folders with NIfTI files found",
                         "pass the MICCAI_BraTS2020_TrainingData folder or the folder holding it")
-    validation = _is_validation(data_dir)
+    validation = _is_validation(data_dir) if labelled is None else not labelled
     grades = None
     if not validation:
         try:

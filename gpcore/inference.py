@@ -1,0 +1,213 @@
+"""Run a trained model over rows of a slice store and keep everything later stages need.
+
+``predict_store`` writes to ``out_dir``::
+
+    probabilities.npy  (N, K) float32   softmax of the logits
+    logits.npy         (N, K) float32
+    heatmaps.npy       (N, K, H, W) float16   all class channels, at the store's resolution
+    index.csv          the store's index rows (in the order given) plus ``pred`` (argmax)
+                       and ``pred_class``
+    predict.json       checkpoint, store, number of rows, device, batch size, normalisation
+
+The arrays are filled batch by batch through ``np.lib.format.open_memmap`` (one batch in
+memory, whatever N) under temporary names; every file is renamed into place only when all
+rows are done, so an interrupted run leaves no output that could be mistaken for a result.
+
+Command line: ``gpcore predict --checkpoint M.safetensors --store DIR --split split.csv
+--fold 0 --part test --out DIR``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .io import atomic_path
+
+
+def load_checkpoint(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """``(model, meta)`` of a checkpoint; ``meta`` is :func:`read_checkpoint_meta`'s dict
+    (``{}`` for a foreign checkpoint without the JSON beside it)."""
+    from .models import create_model, read_checkpoint_meta
+
+    return create_model(checkpoint=checkpoint), read_checkpoint_meta(checkpoint)
+
+
+def check_compatible(model: nn.Module, meta: dict, channels: int, size: tuple[int, int],
+                     where: str | os.PathLike) -> None:
+    """Raise ``ValueError`` unless slices of ``channels x size`` are what the model was trained
+    on (input size from the checkpoint's ``extra.input_size`` when recorded)."""
+    in_channels = getattr(model, "in_channels", None)
+    if in_channels is not None and in_channels != channels:
+        raise ValueError(f"{where}: slices have {channels} channels but the model takes "
+                         f"{in_channels}; use a store built with the contrasts the model was "
+                         f"trained on")
+    input_size = (meta.get("extra") or {}).get("input_size")
+    if input_size is not None and tuple(size) != (int(input_size), int(input_size)):
+        raise ValueError(f"{where}: slices are {size[0]}x{size[1]} but the model was trained on "
+                         f"{input_size}x{input_size}; build a store with --size {input_size}")
+    if hasattr(model, "check_spatial_size"):
+        model.check_spatial_size(int(size[0]), int(size[1]))
+
+
+def normalise_batch(images: np.ndarray, mode: str = "max", where: str = "") -> torch.Tensor:
+    """``(B, C, H, W)`` array -> float32 tensor, each slice normalised (``gpcore.data.normalise``)."""
+    from .data.normalise import normalise
+
+    batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    out = torch.empty_like(batch)
+    for i in range(len(batch)):
+        try:
+            out[i] = normalise(batch[i], mode)
+        except ValueError as exc:
+            raise ValueError(f"{where}slice {i} of the batch: {exc}") from exc
+    return out
+
+
+def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[int] | None,
+                  out_dir: str | os.PathLike, batch_size: int = 32, device: str = "cpu",
+                  normalisation: str = "max", progress: bool = True) -> Path:
+    """Predict logits, probabilities and heatmaps for ``rows`` of ``store``; return ``out_dir``.
+
+    Args:
+        model: a GP model, or a checkpoint path (then rebuilt with ``create_model`` and its
+            recorded input size and normalisation checked against the store).
+        store: a :class:`~gpcore.data.store.SliceStore` or its folder.
+        rows: store rows, in output order (``None``: all rows).
+        normalisation: per-slice normalisation (``"max"`` as published); must match the
+            checkpoint's recorded one, when there is one.
+    """
+    from tqdm.auto import tqdm
+
+    from .data.store import SliceStore
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    checkpoint, meta = None, {}
+    if isinstance(model, (str, os.PathLike)):
+        checkpoint = Path(model)
+        model, meta = load_checkpoint(checkpoint)
+    store = store if isinstance(store, SliceStore) else SliceStore(store)
+    rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+    if len(rows) == 0:
+        raise ValueError(f"{store.path}: no rows to predict (empty split part?)")
+    if rows.min() < 0 or rows.max() >= len(store):
+        raise ValueError(f"{store.path}: rows must lie in 0..{len(store) - 1}, got "
+                         f"{rows.min()}..{rows.max()}")
+    recorded = (meta.get("extra") or {}).get("normalisation")
+    if recorded is not None and recorded != normalisation:
+        raise ValueError(f"{checkpoint}: the model was trained with normalisation "
+                         f"{recorded!r}, not {normalisation!r}; pass normalisation={recorded!r}")
+    images = store.images
+    n, channels, h, w = len(rows), *images.shape[1:]
+    check_compatible(model, meta, channels, (h, w), store.path / "images.npy")
+    index = store.index.set_index("row", drop=False).loc[rows].reset_index(drop=True)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model = model.to(device).eval()
+    started = time.time()
+    try:
+        with ExitStack() as stack:
+            tmp = {name: stack.enter_context(atomic_path(out / name))
+                   # entered first, renamed last: predict.json marks a complete output
+                   for name in ("predict.json", "index.csv", "heatmaps.npy", "logits.npy",
+                                "probabilities.npy")}
+            probs = logits_out = heatmaps = None
+            preds = np.empty(n, np.int64)
+            bar = tqdm(total=n, desc="predicting", unit="slice", disable=not progress)
+            try:
+                with torch.inference_mode():
+                    for start in range(0, n, batch_size):
+                        chunk = rows[start:start + batch_size]
+                        # sorted, unique reads from the memmap; original order restored after
+                        uniq, inverse = np.unique(chunk, return_inverse=True)
+                        x = normalise_batch(images[uniq][inverse], normalisation,
+                                            f"{store.path / 'images.npy'}: rows "
+                                            f"{chunk[0]}..{chunk[-1]}, ")
+                        logits, heatmap = model.forward_with_heatmap(x.to(device))
+                        logits = logits.float().cpu().numpy()
+                        if probs is None:
+                            k = logits.shape[1]
+                            probs = np.lib.format.open_memmap(tmp["probabilities.npy"], "w+",
+                                                              np.float32, (n, k))
+                            logits_out = np.lib.format.open_memmap(tmp["logits.npy"], "w+",
+                                                                   np.float32, (n, k))
+                            heatmaps = np.lib.format.open_memmap(tmp["heatmaps.npy"], "w+",
+                                                                 np.float16, (n, k, h, w))
+                        stop = start + len(chunk)
+                        logits_out[start:stop] = logits
+                        probs[start:stop] = torch.softmax(torch.from_numpy(logits), 1).numpy()
+                        heatmaps[start:stop] = heatmap.float().cpu().numpy().astype(np.float16)
+                        preds[start:stop] = logits.argmax(1)
+                        bar.update(len(chunk))
+                    for arr in (probs, logits_out, heatmaps):
+                        arr.flush()
+            finally:
+                bar.close()
+                del probs, logits_out, heatmaps
+            index["pred"] = preds
+            classes = store.classes
+            index["pred_class"] = [classes[p] if p < len(classes) else str(p) for p in preds]
+            index.to_csv(tmp["index.csv"], index=False)
+            info = {"checkpoint": str(checkpoint.resolve()) if checkpoint else None,
+                    "model": getattr(model, "model_name", type(model).__name__),
+                    "store": str(store.path.resolve()), "rows": int(n), "device": str(device),
+                    "batch_size": int(batch_size), "normalisation": normalisation,
+                    "classes": classes, "heatmap_dtype": "float16",
+                    "seconds": round(time.time() - started, 1)}
+            tmp["predict.json"].write_text(json.dumps(info, indent=2) + "\n")
+    finally:
+        model.train(was_training)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="run a trained model over slices of a store: "
+                                       "probabilities, logits and heatmaps")
+    p.add_argument("--checkpoint", required=True, help="model weights (.safetensors with its "
+                                                       ".json, or a reference checkpoint)")
+    p.add_argument("--store", required=True, help="slice store folder")
+    p.add_argument("--split", help="split CSV (default: predict all rows of the store)")
+    p.add_argument("--fold", type=int, default=0, help="outer fold of the split (default 0)")
+    p.add_argument("--part", choices=("test", "val", "train"), default="test",
+                   help="part of the fold (default test)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    p.set_defaults(func=_predict_cli)
+
+
+def _predict_cli(args) -> int:
+    from .data.splits import load_split, split_rows
+    from .data.store import SliceStore
+
+    store = SliceStore(args.store)
+    rows = None
+    if args.split:
+        rows = split_rows(load_split(args.split), store.index, args.fold, args.part)
+    meta_norm = _recorded_normalisation(args.checkpoint)
+    out = predict_store(args.checkpoint, store, rows, args.out, batch_size=args.batch_size,
+                        device=args.device, normalisation=meta_norm or "max")
+    n = len(store) if rows is None else len(rows)
+    print(f"wrote {out}: predictions for {n} slices")
+    return 0
+
+
+def _recorded_normalisation(checkpoint) -> str | None:
+    from .models import read_checkpoint_meta
+
+    return (read_checkpoint_meta(checkpoint).get("extra") or {}).get("normalisation")
