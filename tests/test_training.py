@@ -1,0 +1,129 @@
+"""The training engine: run folder, exact resume after a kill, DDP (gloo, 2 CPU processes)
+against one process with the same global batch."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from gpcore.data.splits import patient_split, save_split
+from gpcore.data.store import build_store
+from gpcore.models import create_model, read_checkpoint_meta
+from gpcore.training import resolve_config, train
+from fake_data import fake_subject
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """10 fake subjects, 8 slices each (a multiple of every batch size used here), 16×16."""
+    root = tmp_path_factory.mktemp("train")
+    subjects = [fake_subject(i, "HGG" if i % 2 else "LGG") for i in range(1, 11)]
+    store = build_store(subjects, root / "store", source={"kind": "test"}, size=16, workers=1,
+                        progress=False)
+    split = save_split(patient_split(store.index, n_folds=2, val_fraction=0.25, seed=0),
+                       root / "split.csv")
+    return root / "store", split
+
+
+def _cli(store, split, out, *extra, resume=False):
+    cmd = [sys.executable, "-m", "gpcore.train", "--store", str(store), "--split", str(split),
+           "--profile", "smoke", "--out", str(out), "--no-progress", *extra]
+    return cmd + (["--resume"] if resume else [])
+
+
+def test_run_folder_contents(data, tmp_path):
+    store, split = data
+    out = train(store, split, tmp_path / "run", profile="smoke", progress=False,
+                overrides=["train.epochs=2"])
+    record = yaml.safe_load((out / "config.yaml").read_text())
+    assert record["config"]["train"]["epochs"] == 2 and record["config"]["profile"] == "smoke"
+    assert record["store"]["version"] == 1 and record["split"]["protocol"] == "patient-level"
+    assert record["versions"]["torch"] == str(torch.__version__)
+    assert len(record["class_weights"]) == 3 and record["class_weights"][0] > 0
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics.epoch.tolist() == [1, 2] and metrics.val_macro_f1.between(0, 1).all()
+    model = create_model(checkpoint=out / "best.safetensors")
+    meta = read_checkpoint_meta(out / "best.safetensors")
+    assert meta["extra"]["input_size"] == 16 and meta["extra"]["classes"][0] == "Healthy"
+    assert model(torch.zeros(1, 4, 16, 16)).shape == (1, 3)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_epoch"] in (1, 2)
+    assert (out / "curves.png").stat().st_size > 5000
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(store, split, out, profile="smoke", progress=False)
+
+
+def test_same_seed_gives_identical_metrics(data, tmp_path):
+    store, split = data
+    runs = [train(store, split, tmp_path / f"r{i}", profile="smoke", progress=False,
+                  overrides=["train.epochs=2"]) for i in range(2)]
+    a, b = (pd.read_csv(r / "metrics.csv").drop(columns="seconds") for r in runs)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
+    store, split = data
+    args = ["train.epochs=4", "train.num_workers=2"]
+    subprocess.run(_cli(store, split, tmp_path / "full", *args), check=True, env=ENV,
+                   capture_output=True)
+    proc = subprocess.Popen(_cli(store, split, tmp_path / "killed", *args), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    metrics = tmp_path / "killed" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file()
+                                          and len(metrics.read_text().splitlines()) >= 2):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(pd.read_csv(metrics))
+    assert 1 <= done < 4, "the kill came after the run had finished"
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    subprocess.run(_cli(store, split, tmp_path / "killed", resume=True), check=True, env=ENV,
+                   capture_output=True)
+    full = load_file(tmp_path / "full" / "last.safetensors")
+    resumed = load_file(tmp_path / "killed" / "last.safetensors")
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns="seconds"),
+        pd.read_csv(tmp_path / "killed" / "metrics.csv").drop(columns="seconds"))
+
+
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(data, tmp_path):
+    store, split = data
+    # augmentation and dropout draw per-process random numbers: off for an exact comparison
+    common = ["train.epochs=2", "train.augment=false", "model.dropout=0.0"]
+    subprocess.run(_cli(store, split, tmp_path / "single", *common, "train.batch_size=8"),
+                   check=True, env=ENV, capture_output=True)
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           *_cli(store, split, tmp_path / "ddp", *common, "train.batch_size=4")[1:]]
+    result = subprocess.run(ddp, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = yaml.safe_load((tmp_path / "ddp" / "config.yaml").read_text())
+    assert record["world_size"] == 2
+    single = load_file(tmp_path / "single" / "last.safetensors")
+    multi = load_file(tmp_path / "ddp" / "last.safetensors")
+    changed = False
+    for key in single:
+        torch.testing.assert_close(multi[key], single[key], rtol=1e-4, atol=1e-5)
+        changed |= not torch.equal(single[key], create_model_init(key))
+    assert changed
+    a, b = (pd.read_csv(tmp_path / r / "metrics.csv") for r in ("single", "ddp"))
+    assert (a.val_loss - b.val_loss).abs().max() < 1e-4
+
+
+def create_model_init(key):
+    torch.manual_seed(resolve_config("smoke", "gp_unet")["train"]["seed"])
+    cfg = resolve_config("smoke", "gp_unet")["model"]
+    model = create_model("gp_unet", **{k: v for k, v in cfg.items() if k != "name"},
+                         dropout=0.0)
+    return model.state_dict()[key]
