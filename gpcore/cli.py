@@ -25,11 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.phantom import add_cli as add_phantom
     from .data.prepare import add_cli as add_prepare
 
+    from .inference import add_cli as add_predict
+    from .segment import add_cli as add_segment
     from .train import add_cli as add_train
 
     add_phantom(sub)
     add_prepare(sub)
     add_train(sub)
+    add_predict(sub)
+    add_segment(sub)
     return parser
 
 

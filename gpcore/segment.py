@@ -1,0 +1,478 @@
+"""Segment tumours in MRI volumes with a trained GP classifier: the user-facing inference path.
+
+``segment(checkpoint, inputs, out_dir)`` reads
+
+* a folder of BraTS-like subject folders (``<id>/<id>_{t1,t2,t1ce,flair}.nii.gz``; no
+  segmentation and no ``name_mapping.csv`` needed), or one such subject folder, or
+* single NIfTI volumes: a ``.nii`` / ``.nii.gz`` file or a folder of them. A 3D volume is one
+  contrast (for a model with ``in_channels=1``); a 4D volume ``(X, Y, Z, C)`` holds C contrasts
+  in the model's channel order.
+
+Per subject: axial slices ``vol[..., k]`` (native nibabel order, as in training); slices with
+no positive voxel in any contrast are skipped (heatmap 0, mask 0); the others are resized to the
+model's training size, max-normalised and classified in batches; the heatmaps are resized back
+to the native slice size (bilinear) and the predicted class's channel is thresholded with
+:func:`gpcore.segmentation.heatmap_to_mask` (the published offset of the model unless given;
+clean-up sizes scaled by native size / 240). A slice predicted Healthy has an empty mask.
+
+Written to ``out_dir/<id>/`` (the subject's files are assembled in ``out_dir/.<id>.tmp`` and
+the folder is renamed when complete, so a failed subject leaves nothing behind)::
+
+    <id>_heatmap.nii.gz   float32 (X, Y, Z, K), every class channel, the input's geometry
+    <id>_mask.nii.gz      uint8 (X, Y, Z)
+    <id>_slices.csv       one row per non-empty slice: predicted class, class probabilities
+    <id>_summary.json     patient-level class with its rule, tumour volume, checkpoint, offset
+    <id>_overview.png     the slices with the largest masks: image, heatmap, mask contour
+
+plus ``out_dir/subjects.csv`` (one row per segmented subject) and, with ``on_error="skip"``,
+``out_dir/skipped.csv`` (inputs left out, and why).
+
+Command line: ``gpcore segment --checkpoint M.safetensors --input DIR_OR_FILE --out DIR``.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .data.errors import DataError, check_on_error, report
+from .data.records import BRATS_CLASSES, BRATS_CONTRASTS
+from .io import atomic_path
+from .segmentation import PUBLISHED_OFFSETS, heatmap_to_mask
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+REFERENCE_SIZE = 240  # the published clean-up sizes are in pixels of 240 x 240 slices
+INPUT_HELP = ("pass a folder of subject folders (<id>/<id>_t1.nii.gz, ...), one subject folder, "
+              "a NIfTI volume, or a folder of NIfTI volumes")
+
+
+@dataclass(frozen=True)
+class SegmentInput:
+    """One subject to segment: a BraTS-like folder (``subject`` set) or a single volume."""
+
+    subject_id: str
+    paths: tuple[Path, ...]
+    subject: object = None  # a VolumeSubject for folder inputs
+
+
+# --------------------------------------------------------------------------------------------
+# discovery and loading
+# --------------------------------------------------------------------------------------------
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def discover_inputs(inputs: str | os.PathLike, contrasts: Sequence[str] = BRATS_CONTRASTS,
+                    on_error: str = "stop", skipped: list | None = None) -> list[SegmentInput]:
+    """The subjects in ``inputs`` (see the module docstring); reads no voxels."""
+    from .data.brats import _find_file, discover_brats, load_brats_volume
+    from .data.records import VolumeSubject
+
+    root = Path(inputs)
+    if _is_nifti(root):
+        return [SegmentInput(_stem(root), (root,))]
+    if not root.is_dir():
+        raise DataError(root, "not found" if not root.exists() else "not a NIfTI file",
+                        INPUT_HELP)
+    entries = sorted(root.iterdir(), key=lambda p: p.name)
+    if any(p.is_dir() and not p.name.startswith(".") and any(_is_nifti(f) for f in p.iterdir())
+           for p in entries):
+        subjects = discover_brats(root, contrasts, on_error=on_error, skipped=skipped,
+                                  labelled=False)
+        return [SegmentInput(s.subject_id, tuple(s.image_paths), s) for s in subjects]
+    files = [p for p in entries if _is_nifti(p) and not p.name.startswith(".")]
+    if not files:
+        raise DataError(root, "no NIfTI files or subject folders found", INPUT_HELP)
+    contrasts = tuple(c.lower() for c in contrasts)
+    paths = [_find_file(root, root.name, c) for c in contrasts]
+    if all(paths):  # one BraTS-like subject folder
+        subject = VolumeSubject(root.name, root, contrasts, tuple(paths), None, None,
+                                loader=load_brats_volume)
+        return [SegmentInput(root.name, tuple(paths), subject)]
+    ids = [_stem(p) for p in files]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise DataError(root, f"several files for volume {dupes[0]} (.nii and .nii.gz?)",
+                        "keep one file per volume")
+    return [SegmentInput(i, (p,)) for i, p in zip(ids, files)]
+
+
+def _read_volume(path: Path):
+    """``(image (C, X, Y, Z) float32, nibabel image)`` of a single 3D or 4D NIfTI volume."""
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+    except (ImageFileError, gzip.BadGzipFile, EOFError, zlib.error, OSError, ValueError) as exc:
+        detail = str(exc).replace(str(path), path.name)
+        raise DataError(path, f"truncated or corrupt NIfTI ({type(exc).__name__}: {detail})",
+                        "re-export or re-copy the file") from exc
+    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector layout (X, Y, Z, 1, C)
+        data = data[:, :, :, 0]
+    if data.ndim == 3:
+        image = data[None].astype(np.float32)
+    elif data.ndim == 4:
+        image = np.moveaxis(data, -1, 0).astype(np.float32)
+    else:
+        raise DataError(path, f"expected a 3D volume or a 4D (X, Y, Z, contrasts) volume, got "
+                        f"shape {data.shape}", "stack the contrasts along the 4th axis")
+    if not np.all(np.isfinite(image)):
+        n = int(image.size - np.count_nonzero(np.isfinite(image)))
+        raise DataError(path, f"{n} NaN/Inf voxels", "replace them (e.g. by 0) and retry")
+    for c in range(image.shape[0]):
+        if not image[c].any():
+            raise DataError(path, f"contrast {c} is all zero", "check the export")
+    return image, img
+
+
+def load_input(item: SegmentInput):
+    """``(image (C, X, Y, Z) float32, reference nibabel image for affine and header)``."""
+    import nibabel as nib
+
+    if item.subject is None:
+        return _read_volume(item.paths[0])
+    volume = item.subject.load()  # checks corruption, geometry, NaN, empty contrasts
+    ref = nib.load(item.paths[0])  # header only (already read once, so it is readable)
+    return volume.image, ref
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Predictor:
+    model: torch.nn.Module
+    name: str
+    classes: list[str]
+    classes_recorded: bool
+    input_size: int | None
+    normalisation: str
+    channels: list[str] | None
+    offset: float
+    healthy: int | None
+    device: str
+    batch_size: int
+
+    def predict(self, slices: np.ndarray, native: tuple[int, int]):
+        """``slices (S, C, X, Y)`` -> ``probabilities (S, K)``, heatmaps ``(S, K, X, Y)``."""
+        from .data.store import resize_slices
+        from .inference import normalise_batch
+
+        probs, maps = [], []
+        with torch.inference_mode():
+            for start in range(0, len(slices), self.batch_size):
+                chunk = slices[start:start + self.batch_size]
+                dummy = np.zeros((len(chunk), *chunk.shape[2:]), np.uint8)
+                chunk, _ = resize_slices(chunk, dummy, self.input_size)
+                x = normalise_batch(chunk, self.normalisation).to(self.device)
+                logits, heatmap = self.model.forward_with_heatmap(x)
+                heatmap = heatmap.float()
+                if tuple(heatmap.shape[-2:]) != tuple(native):
+                    heatmap = F.interpolate(heatmap, size=native, mode="bilinear",
+                                            align_corners=False)
+                probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+                maps.append(heatmap.cpu().numpy())
+        return np.concatenate(probs), np.concatenate(maps)
+
+
+def _load_predictor(checkpoint, offset, device, batch_size) -> _Predictor:
+    from .inference import load_checkpoint
+
+    model, meta = load_checkpoint(checkpoint)
+    extra = meta.get("extra") or {}
+    name = meta.get("model") or getattr(model, "model_name", "")
+    n_classes = int(model.head.out_channels)
+    classes = list(extra.get("classes") or [])
+    recorded = bool(classes)
+    if not classes:  # a foreign checkpoint: the published ones are Healthy / LGG / HGG
+        classes = list(BRATS_CLASSES) if n_classes == 3 else [f"class_{k}" for k in range(n_classes)]
+    if len(classes) != n_classes:
+        raise ValueError(f"{checkpoint}: records {len(classes)} classes {classes} but the model "
+                         f"has {n_classes} outputs; fix 'classes' in its JSON")
+    if offset is None:
+        if name not in PUBLISHED_OFFSETS:
+            raise ValueError(f"{checkpoint}: no published offset for model {name!r}; pass "
+                             f"offset= (--offset)")
+        offset = PUBLISHED_OFFSETS[name]
+    healthy = 0 if classes[0].lower() == "healthy" else None
+    input_size = extra.get("input_size")
+    return _Predictor(model.to(device).eval(), name, classes, recorded,
+                      int(input_size) if input_size else None,
+                      extra.get("normalisation") or "max", extra.get("channels") or None,
+                      float(offset), healthy, str(device), int(batch_size))
+
+
+# --------------------------------------------------------------------------------------------
+# one subject
+# --------------------------------------------------------------------------------------------
+def _patient_class(probs: np.ndarray, preds: np.ndarray, classes: list[str],
+                   healthy: int | None) -> tuple[str, str, dict]:
+    """``(class, rule, scores)`` of a patient from its slice probabilities."""
+    if healthy is not None:
+        others = [k for k in range(len(classes)) if k != healthy]
+        rule = (f"grade = argmax of the mean {' and '.join(classes[k] for k in others)} "
+                f"probabilities over slices predicted as tumour (not {classes[healthy]}); "
+                f"no tumour slice -> {classes[healthy]}")
+        tumour = preds != healthy
+        if not tumour.any():
+            return classes[healthy], rule, {}
+        mean = probs[tumour][:, others].mean(0)
+        scores = {classes[k]: float(m) for k, m in zip(others, mean)}
+        return classes[others[int(np.argmax(mean))]], rule, scores
+    rule = "class = argmax of the mean class probabilities over the non-empty slices"
+    mean = probs.mean(0)
+    return classes[int(np.argmax(mean))], rule, {c: float(m) for c, m in zip(classes, mean)}
+
+
+def _nifti(data: np.ndarray, ref, dtype):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(data, ref.affine, header=ref.header)
+    img.set_data_dtype(dtype)
+    img.header["cal_min"] = img.header["cal_max"] = 0  # the input's display range is not ours
+    return img
+
+
+def _overview(path: Path, image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
+              preds: dict[int, str], display_channel: int, subject_id: str, n: int = 4) -> None:
+    """Rows: the ``n`` slices with the largest masks (else the middle non-empty slices)."""
+    from matplotlib.figure import Figure
+
+    areas = mask.reshape(-1, mask.shape[-1]).sum(0)
+    chosen = [int(k) for k in np.argsort(-areas, kind="stable")[:n] if areas[k] > 0]
+    if not chosen:
+        candidates = sorted(preds)
+        mid = len(candidates) // 2
+        chosen = candidates[max(0, mid - n // 2): max(0, mid - n // 2) + n]
+    chosen = sorted(chosen)
+    fig = Figure(figsize=(9, 3 * max(1, len(chosen))))
+    axes = fig.subplots(max(1, len(chosen)), 3, squeeze=False)
+    for row, k in zip(axes, chosen):
+        img = image[display_channel, :, :, k].T
+        row[0].imshow(img, cmap="gray", origin="lower")
+        row[0].set_title(f"slice {k}: {preds.get(k, 'empty')}", fontsize=9)
+        im = row[1].imshow(heat[:, :, k].T, cmap="inferno", origin="lower")
+        fig.colorbar(im, ax=row[1], fraction=0.046)
+        row[1].set_title("heatmap (predicted class)", fontsize=9)
+        row[2].imshow(img, cmap="gray", origin="lower")
+        if mask[:, :, k].any():
+            m = mask[:, :, k].T.astype(bool)
+            row[2].imshow(np.ma.masked_where(~m, m.astype(float)), cmap="autumn", alpha=0.3,
+                          origin="lower", vmin=0, vmax=1)
+            row[2].contour(mask[:, :, k].T.astype(float), levels=[0.5], colors="red",
+                           linewidths=1)
+        row[2].set_title(f"mask: {int(mask[:, :, k].sum())} voxels", fontsize=9)
+        for ax in row:
+            ax.set_axis_off()
+    fig.suptitle(f"{subject_id}", fontsize=10)
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
+
+
+def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path, checkpoint: Path,
+                 cleanup: bool, contrasts: Sequence[str]) -> dict:
+    """Segment one subject, writing its files into ``folder``; return its summary."""
+    import nibabel as nib
+
+    image, ref = load_input(item)
+    n_contrasts, nx, ny, nz = image.shape
+    in_channels = getattr(pred.model, "in_channels", n_contrasts)
+    if n_contrasts != in_channels:
+        raise DataError(item.paths[0], f"{n_contrasts} contrast(s), but the model takes "
+                        f"{in_channels}", "give a 4D volume (X, Y, Z, contrasts) with the "
+                        "model's contrasts, or subject folders with --contrasts")
+    k_classes = len(pred.classes)
+    positive = (image > 0).reshape(-1, nz).any(axis=0)  # max-normalisation needs a positive voxel
+    keep = np.flatnonzero(positive)
+    if not len(keep):
+        raise DataError(item.paths[0], "no slice has a positive voxel", "check the input")
+    heat = np.zeros((nx, ny, nz, k_classes), np.float32)
+    mask = np.zeros((nx, ny, nz), np.uint8)
+    scale = math.sqrt(nx * ny) / REFERENCE_SIZE
+    rows = []
+    probs_all, preds_all = [], []
+    step = max(pred.batch_size, 1)
+    for start in range(0, len(keep), step):
+        ks = keep[start:start + step]
+        probs, maps = pred.predict(np.moveaxis(image[..., ks], -1, 0), (nx, ny))
+        for k, p, m in zip(ks, probs, maps):
+            c = int(np.argmax(p))
+            heat[:, :, k, :] = np.moveaxis(m, 0, -1)
+            if c != pred.healthy:
+                mask[:, :, k] = heatmap_to_mask(m[c], pred.offset, cleanup, scale)
+            rows.append({"slice_index": int(k), "pred_class": pred.classes[c],
+                         **{f"prob_{name}": float(v) for name, v in zip(pred.classes, p)},
+                         "mask_area": int(mask[:, :, k].sum())})
+            probs_all.append(p)
+            preds_all.append(c)
+    probs_all, preds_all = np.asarray(probs_all), np.asarray(preds_all)
+    cls, rule, scores = _patient_class(probs_all, preds_all, pred.classes, pred.healthy)
+    sid = item.subject_id
+    nib.save(_nifti(heat, ref, np.float32), folder / f"{sid}_heatmap.nii.gz")
+    nib.save(_nifti(mask, ref, np.uint8), folder / f"{sid}_mask.nii.gz")
+    pd.DataFrame(rows).to_csv(folder / f"{sid}_slices.csv", index=False)
+    voxels = int(mask.sum())
+    zooms = [float(z) for z in ref.header.get_zooms()[:3]]
+    n_tumour = int((preds_all != pred.healthy).sum()) if pred.healthy is not None else None
+    summary = {
+        "subject_id": sid, "inputs": [str(p) for p in item.paths],
+        "predicted_class": cls, "rule": rule, "class_scores": scores,
+        "n_slices": int(nz), "n_empty_slices": int(nz - len(keep)),
+        "n_tumour_slices": n_tumour,
+        "tumour_volume_voxels": voxels,
+        "tumour_volume_ml": voxels * float(np.prod(zooms)) / 1000.0,
+        "voxel_size_mm": zooms,
+        "checkpoint": str(checkpoint.resolve()), "model": pred.name,
+        "classes": pred.classes,
+        "classes_source": "checkpoint" if pred.classes_recorded else "assumed (not recorded)",
+        "contrasts": list(contrasts) if item.subject is not None else f"{n_contrasts} "
+                     f"channel(s) of {item.paths[0].name}, in the model's order",
+        "offset": pred.offset, "cleanup": bool(cleanup), "cleanup_scale": scale,
+        "input_size": pred.input_size, "native_size": [int(nx), int(ny)],
+        "normalisation": pred.normalisation,
+        "mask_rule": "multi-Otsu (3 classes) upper threshold minus offset (floor 0) on the "
+                     "predicted class's heatmap, Otsu fallback; empty when predicted "
+                     + (pred.classes[pred.healthy] if pred.healthy is not None else "(n/a)"),
+    }
+    (folder / f"{sid}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    display = (list(contrasts).index("flair") if item.subject is not None and "flair" in contrasts
+               else n_contrasts - 1)
+    pred_heat = np.zeros((nx, ny, nz), np.float32)
+    for r, c in zip(rows, preds_all):
+        pred_heat[:, :, r["slice_index"]] = heat[:, :, r["slice_index"], c]
+    _overview(folder / f"{sid}_overview.png", image, pred_heat, mask,
+              {r["slice_index"]: r["pred_class"] for r in rows}, display, sid)
+    return summary
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename the finished ``tmp`` folder onto ``final`` (replacing an earlier result)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------------------------
+def segment(checkpoint: str | os.PathLike, inputs: str | os.PathLike, out_dir: str | os.PathLike,
+            offset: float | None = None, contrasts: Sequence[str] = BRATS_CONTRASTS,
+            batch_size: int = 16, device: str = "cpu", cleanup: bool = True,
+            progress: bool = True, on_error: str = "stop") -> pd.DataFrame:
+    """Classify and segment every subject in ``inputs``; return one row per segmented subject.
+
+    Args:
+        checkpoint: model weights saved with ``save_model`` (its JSON gives the training input
+            size, normalisation, classes and channels) or a foreign checkpoint.
+        inputs: see the module docstring.
+        offset: subtracted from the multi-Otsu threshold (default: the model's published
+            offset, :data:`gpcore.segmentation.PUBLISHED_OFFSETS`).
+        contrasts: channel order for subject folders (must match the checkpoint's channels
+            when recorded).
+        cleanup: the published mask clean-up.
+        on_error: ``"stop"`` raises the first :class:`DataError`; ``"skip"`` goes on and lists
+            the problem in ``out_dir/skipped.csv``.
+    """
+    from tqdm.auto import tqdm
+
+    check_on_error(on_error)
+    checkpoint = Path(checkpoint)
+    contrasts = tuple(str(c).lower() for c in contrasts)
+    pred = _load_predictor(checkpoint, offset, device, batch_size)
+    skipped: list[DataError] = []
+    items = discover_inputs(inputs, contrasts, on_error, skipped)
+    if pred.channels and any(i.subject is not None for i in items) \
+            and list(contrasts) != [c.lower() for c in pred.channels]:
+        raise ValueError(f"{checkpoint}: the model was trained on contrasts "
+                         f"{','.join(pred.channels)}, got {','.join(contrasts)}; pass "
+                         f"--contrasts {','.join(pred.channels)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    for item in tqdm(items, desc="segmenting", unit="subject", disable=not progress):
+        tmp = out / f".{item.subject_id}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            summary = _segment_one(item, pred, tmp, checkpoint, cleanup, contrasts)
+            _publish(tmp, out / item.subject_id)
+        except DataError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            report(err, on_error, skipped)
+            continue
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        summaries.append({"subject_id": item.subject_id,
+                          "predicted_class": summary["predicted_class"],
+                          "n_slices": summary["n_slices"],
+                          "n_tumour_slices": summary["n_tumour_slices"],
+                          "tumour_volume_voxels": summary["tumour_volume_voxels"],
+                          "tumour_volume_ml": summary["tumour_volume_ml"],
+                          "output": str(out / item.subject_id)})
+    if skipped:
+        with atomic_path(out / "skipped.csv") as tmp_csv:
+            pd.DataFrame([{"input": e.path, "problem": str(e)} for e in skipped]).to_csv(
+                tmp_csv, index=False)
+    table = pd.DataFrame(summaries, columns=["subject_id", "predicted_class", "n_slices",
+                                             "n_tumour_slices", "tumour_volume_voxels",
+                                             "tumour_volume_ml", "output"])
+    with atomic_path(out / "subjects.csv") as tmp_csv:
+        table.to_csv(tmp_csv, index=False)
+    return table
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="classify and segment MRI volumes with a trained model "
+                                       "(heatmap, mask, per-slice classes, patient class)")
+    p.add_argument("--checkpoint", required=True, help="model weights (.safetensors with its "
+                                                       ".json, or a reference checkpoint)")
+    p.add_argument("--input", required=True, help="folder of subject folders, one subject "
+                                                  "folder, a NIfTI volume or a folder of them")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per subject)")
+    p.add_argument("--offset", type=float, help="threshold offset (default: the model's "
+                                                "published one)")
+    p.add_argument("--contrasts", default=",".join(BRATS_CONTRASTS),
+                   help="channel order of subject folders (default t1,t2,t1ce,flair)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--no-cleanup", action="store_true", help="skip the mask clean-up")
+    p.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                   help="stop at the first bad input (default) or skip it and report")
+    p.set_defaults(func=_segment_cli)
+
+
+def _segment_cli(args) -> int:
+    table = segment(args.checkpoint, args.input, args.out, offset=args.offset,
+                    contrasts=tuple(args.contrasts.split(",")), batch_size=args.batch_size,
+                    device=args.device, cleanup=not args.no_cleanup, on_error=args.on_error)
+    print(table.drop(columns="output").to_string(index=False))
+    if (Path(args.out) / "skipped.csv").is_file():
+        print(f"skipped inputs are listed in {Path(args.out) / 'skipped.csv'}")
+    return 0
