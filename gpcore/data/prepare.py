@@ -90,8 +90,9 @@ def prepare_study(study: str, profile: str, work_dir: str | os.PathLike,
                   on_error: str = "stop") -> tuple[SliceStore, Path]:
     """Phantom generation (phantom study) -> slice store -> patient-level split.
 
-    Returns the store and the split path ``work_dir/split.csv``. Each step is skipped when
-    its output exists with the same parameters.
+    Returns the store (``work_dir/store_<size>``) and the split path ``work_dir/split.csv``
+    (rewritten each time: it is cheap and deterministic). Phantom generation and preprocessing
+    are skipped when their outputs exist with the same parameters.
     """
     cfg = load_profile(profile)["data"]
     work = Path(work_dir)
@@ -110,7 +111,9 @@ def prepare_study(study: str, profile: str, work_dir: str | os.PathLike,
         raise ValueError(f"unknown study {study!r}")
     if data_dir is None:
         raise ValueError(f"study {study!r} needs data_dir")
-    store = preprocess(source, data_dir, work / "store", size=cfg["slice_size"],
+    # one store per resolution, so that changing a profile's size never meets a stale store
+    size = cfg["slice_size"]
+    store = preprocess(source, data_dir, work / f"store_{size or 'native'}", size=size,
                        workers=workers, on_error=on_error)
     split = make_split(store, work / "split.csv", "patient", cfg["folds"], cfg["val_fraction"],
                        cfg["split_seed"])
