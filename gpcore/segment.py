@@ -255,18 +255,24 @@ def _nifti(data: np.ndarray, ref, dtype):
     return img
 
 
-def _overview(path: Path, image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
-              preds: dict[int, str], display_channel: int, subject_id: str, n: int = 4) -> None:
-    """Rows: the ``n`` slices with the largest masks (else the middle non-empty slices)."""
-    from matplotlib.figure import Figure
-
-    areas = mask.reshape(-1, mask.shape[-1]).sum(0)
+def overview_slices(mask: np.ndarray, preds: dict[int, str], n: int = 4) -> list[int]:
+    """Axial indices of the ``n`` largest masks of ``mask (X, Y, Z)``, sorted; without any mask,
+    the ``n`` middle slices among those predicted (``preds``: slice -> class)."""
+    areas = mask.reshape(-1, mask.shape[-1]).sum(0).astype(np.int64)  # signed: negated below
     chosen = [int(k) for k in np.argsort(-areas, kind="stable")[:n] if areas[k] > 0]
     if not chosen:
         candidates = sorted(preds)
         mid = len(candidates) // 2
         chosen = candidates[max(0, mid - n // 2): max(0, mid - n // 2) + n]
-    chosen = sorted(chosen)
+    return sorted(chosen)
+
+
+def _overview(path: Path, image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
+              preds: dict[int, str], display_channel: int, subject_id: str, n: int = 4) -> None:
+    """Rows: the ``n`` slices with the largest masks (else the middle non-empty slices)."""
+    from matplotlib.figure import Figure
+
+    chosen = overview_slices(mask, preds, n)
     fig = Figure(figsize=(9, 3 * max(1, len(chosen))))
     axes = fig.subplots(max(1, len(chosen)), 3, squeeze=False)
     for row, k in zip(axes, chosen):

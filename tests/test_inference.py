@@ -213,3 +213,14 @@ def test_segment_subject_folder_with_missing_contrast(phantom, checkpoint, tmp_p
     with pytest.raises(DataError, match=f"{sid}_flair.nii.gz"):
         segment(checkpoint, tmp_path / "data", tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / sid).exists()
+
+
+def test_overview_shows_the_largest_masks():
+    from gpcore.segment import overview_slices
+
+    mask = np.zeros((8, 8, 6), np.uint8)  # unsigned, as written to NIfTI
+    mask[:3, :3, 4] = 1
+    mask[:1, :1, 1] = 1
+    mask[:2, :2, 2] = 1
+    assert overview_slices(mask, {k: "HGG" for k in range(6)}, n=2) == [2, 4]
+    assert overview_slices(np.zeros_like(mask), {1: "Healthy", 2: "LGG", 3: "HGG"}, n=2) == [1, 2]
