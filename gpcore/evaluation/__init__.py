@@ -1,0 +1,1 @@
+"""Evaluation of the GP classifiers (spec ``evaluation.md``): segmentation scores from heatmaps."""

@@ -1,0 +1,456 @@
+"""Weakly-supervised segmentation scores (spec ``evaluation.md``, "Weakly-supervised
+segmentation"; defects D7 and D9 of ``gp-models.md`` §8).
+
+Inputs are what :func:`gpcore.inference.predict_store` writes: ``heatmaps (N, K, H, W)``
+(float16, usually memory-mapped), ``probabilities (N, K)``, plus the store's ground-truth
+``masks (N, H, W)`` (BraTS sub-region labels allowed: tumour is ``masks > 0``) and the true
+``labels (N,)``.
+
+* :func:`score_slices` thresholds one heatmap channel per slice with the published rule
+  (:mod:`gpcore.segmentation.threshold`) and writes one row per slice: areas, intersection,
+  unsmoothed Dice and IoU.
+* :func:`segmentation_summary`: median Dice / IoU over tumour slices with a patient-level
+  bootstrap CI (percentile), per true class too, and the healthy-slice false-positive rate.
+* :func:`patient_dice_3d`: per-patient 3D Dice from the per-slice sums (no masks kept).
+* :func:`select_offset`: the offset / clean-up grid search, to run on **validation** patients
+  only (D7); :func:`evaluate_with_validation_offset` freezes the choice and scores the test set.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from gpcore.segmentation.threshold import clean_mask
+
+#: default offset grid of :func:`select_offset`
+DEFAULT_OFFSETS = np.round(np.arange(0, 2.01, 0.1), 2)
+#: slices per work unit; bounds the memory read from memory-mapped inputs at once
+CHUNK = 256
+#: below this many slices :func:`score_slices` stays in-process (pool start-up is not worth it)
+PARALLEL_MIN = 2000
+
+
+# --------------------------------------------------------------------------------------------
+# Dice / IoU
+# --------------------------------------------------------------------------------------------
+def dice_iou(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """Unsmoothed Dice ``2|A∩B| / (|A|+|B|)`` and IoU ``|A∩B| / |A∪B|`` of two ``(H, W)`` masks.
+
+    A tumour slice with an empty prediction scores ``(0, 0)``; empty / empty is ``(nan, nan)``
+    (excluded, never 1: D9).
+    """
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred and gt shapes differ: {pred.shape} vs {gt.shape}")
+    inter = np.count_nonzero(pred & gt)
+    d, i = _dice_iou_from_sums(np.array([inter]), np.array([pred.sum()]), np.array([gt.sum()]))
+    return float(d[0]), float(i[0])
+
+
+def _dice_iou_from_sums(inter, area_pred, area_gt) -> tuple[np.ndarray, np.ndarray]:
+    """Element-wise Dice and IoU from intersection and areas; nan where both areas are 0."""
+    inter = np.asarray(inter, np.float64)
+    total = np.asarray(area_pred, np.float64) + np.asarray(area_gt, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(total > 0, 2 * inter / total, np.nan)
+        iou = np.where(total > 0, inter / (total - inter), np.nan)
+    return dice, iou
+
+
+# --------------------------------------------------------------------------------------------
+# Thresholding (the rule of gpcore.segmentation.threshold, split so the offset-independent
+# multi-Otsu threshold is computed once per slice for a whole offset grid)
+# --------------------------------------------------------------------------------------------
+def _threshold_rule(hm: np.ndarray) -> tuple[str, float]:
+    """``("multi", t_hi)``, ``("otsu", t)`` or ``("empty", nan)`` for a float32 map ``(H, W)``,
+    as :func:`gpcore.segmentation.threshold.threshold_value`."""
+    from skimage.filters import threshold_multiotsu, threshold_otsu
+
+    lo, hi = hm.min(), hm.max()
+    if lo == hi:
+        return "empty", np.nan
+    # "at least 3 distinct values" without np.unique's sort (the costliest step otherwise)
+    if np.any((hm > lo) & (hm < hi)):
+        try:
+            return "multi", float(threshold_multiotsu(hm, classes=3, nbins=256)[-1])
+        except ValueError:
+            pass
+    return "otsu", float(threshold_otsu(hm))
+
+
+def _mask_at(hm: np.ndarray, rule: tuple[str, float], offset: float, cleanup: bool,
+             scale: float) -> np.ndarray:
+    """The mask of :func:`gpcore.segmentation.heatmap_to_mask` from a precomputed rule."""
+    kind, t = rule
+    if kind == "empty":
+        return np.zeros(hm.shape, bool)
+    thr = max(0.0, t - float(offset)) if kind == "multi" else t
+    mask = hm > thr
+    return clean_mask(mask, scale) if cleanup else mask
+
+
+def _score_range(data: dict, start: int, stop: int) -> dict:
+    """Score ``data["rows"][start:stop]`` for every ``(offset, cleanup)`` of ``data["configs"]``.
+
+    Returns ``pred, label, prob_pred, gt_area`` ``(n,)`` and ``mask_area, intersection``
+    ``(C, n)``. Only the needed heatmap channel of each slice is read (memmaps stay cheap).
+    """
+    rows = data["rows"][start:stop]
+    configs = data["configs"]
+    probs = np.asarray(data["probabilities"][np.sort(rows)], np.float64)
+    probs = probs[np.argsort(np.argsort(rows))]  # sorted memmap read, original order back
+    pred = probs.argmax(1)
+    label = np.asarray(data["labels"])[rows].astype(np.int64)
+    n = len(rows)
+    gt_area = np.zeros(n, np.int64)
+    mask_area = np.zeros((len(configs), n), np.int64)
+    inter = np.zeros((len(configs), n), np.int64)
+    channel = pred if data["channel"] == "predicted" else label
+    for i, r in enumerate(rows):
+        gt = np.asarray(data["masks"][r]) > 0  # BraTS labels 1, 2, 4 -> whole tumour
+        gt_area[i] = np.count_nonzero(gt)
+        k = int(channel[i])
+        if data["healthy_class"] is not None and k == data["healthy_class"]:
+            continue  # a slice assigned to Healthy gets the empty mask
+        hm = np.asarray(data["heatmaps"][r, k], np.float32)
+        if not np.all(np.isfinite(hm)):
+            raise ValueError(f"heatmap of row {r} contains NaN/Inf values")
+        rule = _threshold_rule(hm)
+        for c, (offset, cleanup) in enumerate(configs):
+            m = _mask_at(hm, rule, offset, cleanup, data["scale"])
+            mask_area[c, i] = np.count_nonzero(m)
+            inter[c, i] = np.count_nonzero(m & gt)
+    return {"pred": pred, "label": label, "prob_pred": probs[np.arange(n), pred],
+            "gt_area": gt_area, "mask_area": mask_area, "intersection": inter}
+
+
+_SHARED: dict | None = None  # inputs inherited by forked workers (memmaps are not copied)
+
+
+def _shared_range(start: int, stop: int) -> dict:
+    return _score_range(_SHARED, start, stop)
+
+
+def _score_configs(heatmaps, probabilities, masks, labels, configs, channel="predicted",
+                   healthy_class=0, scale=None, rows=None, workers=None) -> dict:
+    """Score all slices for several ``(offset, cleanup)`` pairs in one pass over the heatmaps."""
+    global _SHARED
+    if channel not in ("predicted", "true"):
+        raise ValueError(f"channel must be 'predicted' or 'true', got {channel!r}")
+    if len(heatmaps.shape) != 4:
+        raise ValueError(f"heatmaps must be (N, K, H, W), got shape {heatmaps.shape}")
+    n_all, k, h, w = heatmaps.shape
+    if tuple(probabilities.shape) != (n_all, k):
+        raise ValueError(f"probabilities must be ({n_all}, {k}), got {probabilities.shape}")
+    if tuple(masks.shape) != (n_all, h, w) or len(labels) != n_all:
+        raise ValueError(f"masks must be ({n_all}, {h}, {w}) and labels ({n_all},); got "
+                         f"{masks.shape} and {len(labels)}")
+    rows = np.arange(n_all) if rows is None else np.asarray(rows, np.int64).reshape(-1)
+    data = {"heatmaps": heatmaps, "probabilities": probabilities, "masks": masks,
+            "labels": np.asarray(labels), "rows": rows, "configs": list(configs),
+            "channel": channel, "healthy_class": healthy_class,
+            "scale": h / 240 if scale is None else float(scale)}
+    bounds = [(s, min(s + CHUNK, len(rows))) for s in range(0, len(rows), CHUNK)]
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    use_pool = (workers > 1 and len(rows) > PARALLEL_MIN
+                and "fork" in mp.get_all_start_methods())
+    if use_pool:
+        # fork shares the inputs (memmaps re-read pages, arrays are copy-on-write); only the
+        # (start, stop) pairs and the small per-chunk results cross process boundaries
+        _SHARED = data
+        try:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+                parts = list(pool.map(_shared_range, *zip(*bounds)))
+        finally:
+            _SHARED = None
+    else:
+        parts = [_score_range(data, s, e) for s, e in bounds]
+    out = {"row": rows}
+    for key in ("pred", "label", "prob_pred", "gt_area"):
+        out[key] = np.concatenate([p[key] for p in parts]) if parts else np.zeros(0)
+    for key in ("mask_area", "intersection"):
+        out[key] = (np.concatenate([p[key] for p in parts], axis=1) if parts
+                    else np.zeros((len(configs), 0), np.int64))
+    return out
+
+
+def score_slices(heatmaps, probabilities, masks, labels, offset: float, cleanup: bool = True,
+                 channel: str = "predicted", healthy_class: int | None = 0,
+                 scale: float | None = None, rows: Sequence[int] | None = None,
+                 workers: int | None = None) -> pd.DataFrame:
+    """Threshold one heatmap channel per slice and score it against the ground truth.
+
+    Args:
+        heatmaps: ``(N, K, H, W)``, any float dtype; may be a memmap (read slice by slice).
+        probabilities: ``(N, K)`` class probabilities; ``pred`` is their argmax.
+        masks: ``(N, H, W)`` ground truth; tumour is ``masks > 0`` (BraTS labels allowed).
+        labels: ``(N,)`` true class indices.
+        offset, cleanup, scale: as :func:`gpcore.segmentation.heatmap_to_mask`; ``scale``
+            defaults to ``H / 240``.
+        channel: ``"predicted"`` (as published) or ``"true"`` (the true class's channel).
+            A slice whose channel class is ``healthy_class`` (predicted Healthy under
+            "predicted", true Healthy under "true") gets the **empty mask**, as
+            ``evaluation.md`` says; the reference instead thresholded its Healthy channel.
+            ``healthy_class=None`` thresholds every channel.
+        rows: score only these rows (default all), in this order.
+        workers: processes (default ``os.cpu_count()``); used when more than
+            :data:`PARALLEL_MIN` slices are scored and ``fork`` is available.
+
+    Returns:
+        one row per slice: ``row, pred, label, prob_pred, gt_area, mask_area, intersection,
+        dice, iou`` (Dice / IoU unsmoothed; nan when mask and ground truth are both empty).
+    """
+    res = _score_configs(heatmaps, probabilities, masks, labels, [(offset, cleanup)], channel,
+                         healthy_class, scale, rows, workers)
+    return _table(res, 0)
+
+
+def _table(res: dict, c: int) -> pd.DataFrame:
+    dice, iou = _dice_iou_from_sums(res["intersection"][c], res["mask_area"][c], res["gt_area"])
+    return pd.DataFrame({"row": res["row"], "pred": res["pred"], "label": res["label"],
+                         "prob_pred": res["prob_pred"], "gt_area": res["gt_area"],
+                         "mask_area": res["mask_area"][c],
+                         "intersection": res["intersection"][c], "dice": dice, "iou": iou})
+
+
+# --------------------------------------------------------------------------------------------
+# Patient-level bootstrap
+# --------------------------------------------------------------------------------------------
+_BLOCK_ELEMENTS = 4_000_000  # resamples x max(patients, runs, run length) per block
+
+
+def _prepare_groups(values, groups):
+    values = np.asarray(values, np.float64).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    if len(values) != len(groups):
+        raise ValueError(f"values and groups differ in length: {len(values)} vs {len(groups)}")
+    keep = ~np.isnan(values)
+    _, g = np.unique(groups[keep], return_inverse=True)
+    return values[keep], g.reshape(-1)
+
+
+def _draw_counts(rng: np.random.Generator, n_groups: int, n: int) -> np.ndarray:
+    """Patient multiplicities ``(n, G)`` of ``n`` resamples of ``G`` patients with replacement."""
+    draws = rng.integers(0, n_groups, size=(n, n_groups))
+    flat = (draws + np.arange(n)[:, None] * n_groups).ravel()
+    return np.bincount(flat, minlength=n * n_groups).reshape(n, n_groups)
+
+
+class _RankIndex:
+    """Sorted values ``v (S,)`` of patients ``g (S,)``, cut into ``nc`` runs of ``L`` values,
+    to find order statistics of many weighted resamples without a cumulative sum over all S
+    values per resample: ``M (G, nc)`` counts each patient's values per run, so a matrix
+    product gives every resample's weight per run; the run holding a rank is found from the
+    cumulative sum over runs, and only that run's ``L`` weights are summed further."""
+
+    def __init__(self, v: np.ndarray, g: np.ndarray, n_groups: int):
+        s = len(v)
+        self.v, self.n_groups = v, n_groups
+        self.nc = max(1, min(-(-s // 64), 4_000_000 // max(1, n_groups)))
+        self.L = -(-s // self.nc)
+        run = np.arange(s) // self.L
+        self.M = np.bincount(g * self.nc + run, minlength=n_groups * self.nc).reshape(
+            n_groups, self.nc).astype(np.float64)
+        pad = np.full(self.nc * self.L, n_groups)  # padding: a phantom patient of weight 0
+        pad[:s] = g
+        self.runs = pad.reshape(self.nc, self.L)
+        self.n_g = np.bincount(g, minlength=n_groups).astype(np.float64)
+
+    def medians(self, counts: np.ndarray) -> np.ndarray:
+        """Median of each resample ``counts (b, G)`` (patient multiplicities)."""
+        counts = counts.astype(np.float64)  # integers: exact in float64 products
+        total = np.rint(counts @ self.n_g).astype(np.int64)
+        per_run = np.cumsum(counts @ self.M, axis=1)  # (b, nc) cumulative weight up to run
+        ext = np.concatenate([counts, np.zeros((len(counts), 1))], axis=1)
+        rows = np.arange(len(counts))
+        out = np.zeros(len(counts))
+        for k in ((total - 1) // 2, total // 2):  # the two middle ranks (equal if odd)
+            c = (per_run <= k[:, None]).sum(axis=1)  # run holding rank k
+            before = np.where(c > 0, per_run[rows, np.maximum(c - 1, 0)], 0)
+            w = np.cumsum(ext[rows[:, None], self.runs[c]], axis=1)  # (b, L)
+            p = (w <= (k - before)[:, None]).sum(axis=1)
+            out += self.v[c * self.L + p]
+        return out / 2
+
+
+def bootstrap_median_ci(values, groups, n_resamples: int = 10000, ci: float = 0.95,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """Median of ``values (S,)`` with a patient-level bootstrap percentile CI.
+
+    Each resample draws the ``G`` distinct ``groups (S,)`` (patients) with replacement and
+    takes the median of all slices of the drawn patients, a patient drawn twice counting twice
+    (the standard median of that multiset: mean of the two middle values for an even count).
+    NaN values are dropped first. Returns ``(median, low, high)``; all nan without values.
+    """
+    v, g = _prepare_groups(values, groups)
+    if len(v) == 0:
+        return np.nan, np.nan, np.nan
+    order = np.argsort(v, kind="stable")
+    v, g = v[order], g[order]
+    n_groups = int(g.max()) + 1
+    index = _RankIndex(v, g, n_groups)
+    rng = np.random.default_rng(seed)
+    block = max(1, _BLOCK_ELEMENTS // max(n_groups, index.nc, index.L))
+    meds = np.empty(n_resamples)
+    for start in range(0, n_resamples, block):
+        stop = min(start + block, n_resamples)
+        meds[start:stop] = index.medians(_draw_counts(rng, n_groups, stop - start))
+    return (float(np.median(v)),) + _percentile_interval(meds, ci)
+
+
+def bootstrap_mean_ci(values, groups, n_resamples: int = 10000, ci: float = 0.95,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``values (S,)`` with the patient-level bootstrap percentile CI of
+    :func:`bootstrap_median_ci` (same resamples for the same seed); e.g. a rate of 0/1 values."""
+    v, g = _prepare_groups(values, groups)
+    if len(v) == 0:
+        return np.nan, np.nan, np.nan
+    n_groups = int(g.max()) + 1
+    sums, n_g = np.bincount(g, v, minlength=n_groups), np.bincount(g, minlength=n_groups)
+    rng = np.random.default_rng(seed)
+    block = max(1, _BLOCK_ELEMENTS // n_groups)
+    means = np.empty(n_resamples)
+    for start in range(0, n_resamples, block):
+        counts = _draw_counts(rng, n_groups, min(block, n_resamples - start))
+        means[start:start + len(counts)] = (counts @ sums) / (counts @ n_g)
+    return (float(v.mean()),) + _percentile_interval(means, ci)
+
+
+def _percentile_interval(stats: np.ndarray, ci: float) -> tuple[float, float]:
+    low, high = np.percentile(stats, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
+    return float(low), float(high)
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries
+# --------------------------------------------------------------------------------------------
+def segmentation_summary(scores: pd.DataFrame, patient_ids, class_names: Sequence[str] | None
+                         = None, healthy_class: int | None = 0, n_resamples: int = 10000,
+                         ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Median Dice / IoU (patient-bootstrap CI) and the healthy false-positive rate.
+
+    Args:
+        scores: a :func:`score_slices` table.
+        patient_ids: ``(len(scores),)`` patient of each scored row, e.g.
+            ``index["patient_id"].to_numpy()[scores["row"]]``.
+        class_names: names of the class indices (e.g. ``["Healthy", "LGG", "HGG"]``).
+
+    Returns:
+        long table ``subset, metric, estimate, low, high, n_slices, n_patients, ci``.
+        Subsets: ``tumour`` (every slice whose ground truth has tumour, whatever its
+        prediction), ``tumour/<class>`` per true class, and ``healthy`` (empty ground truth
+        and true label ``healthy_class``) with ``fp_rate``, the share of non-empty masks.
+    """
+    patient_ids = np.asarray(patient_ids).reshape(-1)
+    if len(patient_ids) != len(scores):
+        raise ValueError(f"patient_ids has {len(patient_ids)} entries for {len(scores)} rows")
+    name = (lambda k: str(class_names[k])) if class_names is not None else str
+    label_ci = f"patient bootstrap, percentile, {ci:.0%}, {n_resamples} resamples"
+    gt, label = scores["gt_area"].to_numpy() > 0, scores["label"].to_numpy()
+    rows = []
+
+    def add(subset, metric, sel, values, fn):
+        est, low, high = fn(values[sel], patient_ids[sel], n_resamples, ci, seed)
+        rows.append({"subset": subset, "metric": metric, "estimate": est, "low": low,
+                     "high": high, "n_slices": int(sel.sum()),
+                     "n_patients": len(np.unique(patient_ids[sel])), "ci": label_ci})
+
+    subsets = [("tumour", gt)] + [(f"tumour/{name(k)}", gt & (label == k))
+                                  for k in np.unique(label[gt])]
+    for subset, sel in subsets:
+        add(subset, "median_dice", sel, scores["dice"].to_numpy(), bootstrap_median_ci)
+        add(subset, "median_iou", sel, scores["iou"].to_numpy(), bootstrap_median_ci)
+        add(subset, "mean_dice", sel, scores["dice"].to_numpy(), bootstrap_mean_ci)
+    if healthy_class is not None:
+        healthy = ~gt & (label == healthy_class)
+        positive = (scores["mask_area"].to_numpy() > 0).astype(np.float64)
+        add("healthy", "fp_rate", healthy, positive, bootstrap_mean_ci)
+    return pd.DataFrame(rows)
+
+
+def patient_dice_3d(scores: pd.DataFrame, patient_ids) -> pd.DataFrame:
+    """Per-patient 3D Dice of the stacked slice masks, from the per-slice sums
+    ``2 Σ|A∩B| / (Σ|A| + Σ|B|)`` (no masks needed; nan when both volumes are empty).
+
+    ``scores`` must hold **all** slices of each patient (healthy ones too, i.e. ``rows=None``
+    or a whole-patient selection); ``patient_ids`` is aligned with its rows.
+    Returns ``patient_id, n_slices, gt_volume, mask_volume, intersection, dice_3d, iou_3d``.
+    """
+    table = pd.DataFrame({"patient_id": np.asarray(patient_ids).reshape(-1),
+                          "gt_volume": scores["gt_area"].to_numpy(),
+                          "mask_volume": scores["mask_area"].to_numpy(),
+                          "intersection": scores["intersection"].to_numpy()})
+    out = table.groupby("patient_id", sort=True).agg(
+        n_slices=("gt_volume", "size"), gt_volume=("gt_volume", "sum"),
+        mask_volume=("mask_volume", "sum"), intersection=("intersection", "sum")).reset_index()
+    out["dice_3d"], out["iou_3d"] = _dice_iou_from_sums(out["intersection"], out["mask_volume"],
+                                                        out["gt_volume"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Offset selection on validation patients (D7)
+# --------------------------------------------------------------------------------------------
+def select_offset(heatmaps, probabilities, masks, labels, patient_ids=None,
+                  offsets: Sequence[float] = DEFAULT_OFFSETS,
+                  cleanups: Sequence[bool] = (True, False), **kw) -> tuple[dict, pd.DataFrame]:
+    """Grid-search the offset and clean-up switch maximising the median Dice over tumour
+    slices. Pass **validation** data only: the choice is then frozen for the test set.
+
+    Ties go to the smaller offset, then to ``cleanup=True``. ``kw``: ``channel``,
+    ``healthy_class``, ``scale``, ``rows``, ``workers`` of :func:`score_slices`.
+    ``patient_ids (N,)`` (optional) only adds the number of patients to the grid.
+
+    Returns ``({"offset", "cleanup", "median_dice"}, grid)`` with grid columns
+    ``offset, cleanup, median_dice, mean_dice, n_slices[, n_patients]``.
+    """
+    configs = [(float(o), bool(c)) for o in offsets for c in cleanups]
+    if not configs:
+        raise ValueError("select_offset needs at least one offset and one cleanup value")
+    res = _score_configs(heatmaps, probabilities, masks, labels, configs, **kw)
+    tumour = res["gt_area"] > 0
+    grid = []
+    for c, (offset, cleanup) in enumerate(configs):
+        dice, _ = _dice_iou_from_sums(res["intersection"][c], res["mask_area"][c],
+                                      res["gt_area"])
+        d = dice[tumour]
+        entry = {"offset": offset, "cleanup": cleanup,
+                 "median_dice": float(np.median(d)) if len(d) else np.nan,
+                 "mean_dice": float(d.mean()) if len(d) else np.nan, "n_slices": int(len(d))}
+        if patient_ids is not None:
+            entry["n_patients"] = len(np.unique(np.asarray(patient_ids)[res["row"][tumour]]))
+        grid.append(entry)
+    grid = pd.DataFrame(grid)
+    if grid["median_dice"].isna().all():
+        raise ValueError("no tumour slice in the selection data: cannot select an offset")
+    # max median Dice; ties: smaller offset, then cleanup=True (sorted False < True, so negate)
+    ranked = grid.assign(_neg=-grid["median_dice"], _nocl=~grid["cleanup"]).sort_values(
+        ["_neg", "offset", "_nocl"], kind="stable")
+    best = ranked.iloc[0]
+    return ({"offset": float(best["offset"]), "cleanup": bool(best["cleanup"]),
+             "median_dice": float(best["median_dice"])}, grid)
+
+
+def evaluate_with_validation_offset(val: dict, test: dict, offsets=DEFAULT_OFFSETS,
+                                    cleanups=(True, False), class_names=None,
+                                    n_resamples: int = 10000, seed: int = 0, **kw) -> dict:
+    """Select the offset on ``val``, freeze it, score ``test`` with it.
+
+    ``val`` / ``test``: dicts with ``heatmaps, probabilities, masks, labels, patient_ids``
+    (``(N,)`` per row). Only ``val`` reaches :func:`select_offset`.
+    Returns ``{"choice", "grid", "scores", "summary"}`` (the last two on ``test``).
+    """
+    keys = ("heatmaps", "probabilities", "masks", "labels")
+    choice, grid = select_offset(*(val[k] for k in keys), val.get("patient_ids"),
+                                 offsets=offsets, cleanups=cleanups, **kw)
+    scores = score_slices(*(test[k] for k in keys), offset=choice["offset"],
+                          cleanup=choice["cleanup"], **kw)
+    pids = np.asarray(test["patient_ids"])[scores["row"].to_numpy()]
+    summary = segmentation_summary(scores, pids, class_names,
+                                   kw.get("healthy_class", 0), n_resamples, seed=seed)
+    return {"choice": choice, "grid": grid, "scores": scores, "summary": summary}
