@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.phantom import add_cli as add_phantom
     from .data.prepare import add_cli as add_prepare
 
+    from .evaluate import add_cli as add_evaluate
     from .inference import add_cli as add_predict
     from .segment import add_cli as add_segment
     from .train import add_cli as add_train
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_predict(sub)
     add_segment(sub)
+    add_evaluate(sub)
     return parser
 
 

@@ -127,3 +127,29 @@ def create_model_init(key):
     model = create_model("gp_unet", **{k: v for k, v in cfg.items() if k != "name"},
                          dropout=0.0)
     return model.state_dict()[key]
+
+
+def test_evaluate_writes_tables_and_figures_with_a_validation_offset(data, tmp_path):
+    from gpcore.evaluate import evaluate
+
+    store, split = data
+    run = train(store, split, tmp_path / "run", profile="smoke", progress=False,
+                overrides=["train.epochs=1"])
+    out = evaluate(run, n_resamples=200, workers=1, progress=False)
+    for name in ("classification_summary", "classification_per_class", "confusion_matrix",
+                 "tumour_only_grade", "segmentation_summary", "offset_grid_validation",
+                 "patient_dice_3d"):
+        assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").is_file(), name
+    for name in ("roc_pr", "confusion_matrix", "dice_distribution"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
+    choice = json.loads((out / "offset_choice.json").read_text())
+    assert choice["chosen_on"] == "validation patients" and choice["published_offset"] == 0.3
+    grid = pd.read_csv(out / "offset_grid_validation.csv")
+    assert {"offset", "cleanup", "median_dice"} <= set(grid.columns)
+    summary = pd.read_csv(out / "segmentation_summary.csv")
+    assert set(summary.setting) == {"validation-chosen", "published"}
+    assert summary.run.str.contains("patient-level split, profile smoke, fold 0").all()
+    test_patients = set(pd.read_csv(run / "predictions/test/index.csv", dtype=str).patient_id)
+    split_df = pd.read_csv(split, dtype={"patient_id": str})
+    expected = set(split_df[(split_df.fold == 0) & (split_df.part == "test")].patient_id)
+    assert test_patients == expected

@@ -1,0 +1,146 @@
+"""``gpcore evaluate RUN_DIR``: classification and weakly-supervised segmentation of a trained
+run on its validation and test patients (``shared/spec/evaluation.md``).
+
+1. Predictions of ``best.safetensors`` on the fold's validation and test slices
+   (``RUN_DIR/predictions/{val,test}``; reused when present).
+2. Classification on test: ``gpcore.evaluation.classification.write_classification_report``.
+3. Segmentation: the offset and clean-up are chosen on the **validation** patients (maximum
+   median Dice), frozen, and applied to the test patients; the published offset is reported
+   beside it, labelled "published". Median Dice / IoU with patient-bootstrap CIs, healthy
+   false-positive rate, per-patient 3D Dice.
+
+Tables go to ``RUN_DIR/evaluation/`` (CSV + Markdown), figures to
+``RUN_DIR/evaluation/figures/`` (PNG + PDF).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .data.splits import load_split, split_rows
+from .data.store import SliceStore
+from .io import save_figure, write_table
+
+DATASETS = {"brats": "BraTS 2020", "manifest": "2D dataset (manifest)",
+            "figshare-mat": "Figshare (Cheng et al.)"}
+
+
+def _predictions(run: Path, store: SliceStore, rows: np.ndarray, part: str, device: str,
+                 batch_size: int, progress: bool) -> dict:
+    from .inference import predict_store
+
+    folder = run / "predictions" / part
+    if not (folder / "predict.json").is_file():
+        predict_store(run / "best.safetensors", store, rows, folder, batch_size=batch_size,
+                      device=device, progress=progress)
+    index = pd.read_csv(folder / "index.csv", dtype={"patient_id": str}, keep_default_na=False)
+    return {"index": index, "probabilities": np.load(folder / "probabilities.npy"),
+            "heatmaps": np.load(folder / "heatmaps.npy", mmap_mode="r"),
+            "masks": np.asarray(store.masks[index["row"].to_numpy()]),
+            "labels": index["label"].to_numpy(), "patient_ids": index["patient_id"].to_numpy()}
+
+
+def _dataset_label(record: dict, store: SliceStore) -> str:
+    source = store.meta["params"]["source"]
+    root = str(source.get("root", ""))
+    if "phantom" in root:
+        return "synthetic phantom"
+    return DATASETS.get(source.get("kind"), source.get("kind", "dataset"))
+
+
+def _dice_figure(scores: pd.DataFrame, classes: list[str], title: str, stem: Path):
+    import matplotlib.pyplot as plt
+
+    tumour = scores[scores["gt_area"] > 0]
+    groups = [(c, tumour.loc[tumour["label"] == i, "dice"].dropna()) for i, c in
+              enumerate(classes)]
+    groups = [(c, v) for c, v in groups if len(v)]
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    if groups:
+        ax.violinplot([v for _, v in groups], showmedians=True)
+        ax.set_xticks(range(1, len(groups) + 1), [f"{c}\n(n={len(v)})" for c, v in groups])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("slice Dice (test, tumour slices)")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, stem)
+    plt.close(fig)
+
+
+def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
+             n_resamples: int = 10000, workers: int | None = None,
+             progress: bool = True) -> Path:
+    """Evaluate a training run folder; returns ``RUN_DIR/evaluation``."""
+    from .evaluation.classification import write_classification_report
+    from .evaluation.segmentation import (evaluate_with_validation_offset, patient_dice_3d,
+                                          score_slices, segmentation_summary)
+    from .segmentation.threshold import PUBLISHED_OFFSETS
+
+    run = Path(run_dir)
+    if not (run / "best.safetensors").is_file() or not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run}: not a finished training run (needs config.yaml and "
+                                f"best.safetensors); train it with `gpcore train` first")
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    store = SliceStore(record["store"]["path"])
+    split = load_split(run / "split.csv")
+    fold = int(record["split"]["fold"])
+    classes = list(store.classes)
+    model_name = record["config"]["model"]["name"]
+    profile = record["config"]["profile"]
+    label = (f"{_dataset_label(record, store)}, {record['split']['protocol']} split, "
+             f"profile {profile}, fold {fold}, {model_name}")
+    data = {part: _predictions(run, store, split_rows(split, store.index, fold, part), part,
+                               device, batch_size, progress) for part in ("val", "test")}
+    out, figures = run / "evaluation", run / "evaluation" / "figures"
+    test = data["test"]
+    written = write_classification_report(test["labels"], test["probabilities"], classes,
+                                          test["patient_ids"], out, figures, label)
+
+    healthy = 0 if classes and classes[0] == "Healthy" else None
+    keys = ("heatmaps", "probabilities", "masks", "labels", "patient_ids")
+    chosen = evaluate_with_validation_offset(
+        {k: data["val"][k] for k in keys}, {k: test[k] for k in keys}, class_names=classes,
+        n_resamples=n_resamples, healthy_class=healthy, workers=workers)
+    published_offset = PUBLISHED_OFFSETS.get(model_name)
+    rows = []
+    summaries = {"validation-chosen": chosen["summary"]}
+    if published_offset is not None:
+        scores_pub = score_slices(*(test[k] for k in keys[:4]), offset=published_offset,
+                                  cleanup=True, healthy_class=healthy, workers=workers)
+        summaries["published"] = segmentation_summary(
+            scores_pub, test["patient_ids"][scores_pub["row"].to_numpy()], classes, healthy,
+            n_resamples)
+    for setting, table in summaries.items():
+        rows.append(table.assign(setting=setting))
+    seg = pd.concat(rows, ignore_index=True)
+    seg.insert(0, "run", label)
+    written += write_table(seg, out / "segmentation_summary")
+    write_table(chosen["grid"], out / "offset_grid_validation")
+    choice = {**chosen["choice"], "published_offset": published_offset,
+              "chosen_on": "validation patients", "label": label}
+    (out / "offset_choice.json").write_text(json.dumps(choice, indent=2, default=float) + "\n")
+    scores = chosen["scores"]
+    scores = scores.assign(patient_id=test["patient_ids"][scores["row"].to_numpy()])
+    write_table(scores, out / "segmentation_slices")
+    write_table(patient_dice_3d(chosen["scores"], test["patient_ids"][
+        chosen["scores"]["row"].to_numpy()]), out / "patient_dice_3d")
+    _dice_figure(scores, classes, f"Weakly-supervised segmentation: {label}",
+                 figures / "dice_distribution")
+    return out
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("evaluate", help="classification and segmentation metrics, tables and "
+                                        "figures for a training run")
+    p.add_argument("run_dir")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--resamples", type=int, default=10000, help="patient bootstrap resamples")
+    p.add_argument("--workers", type=int, help="processes for scoring (default: all cores)")
+    p.set_defaults(func=lambda a: print(evaluate(a.run_dir, a.device, a.batch_size,
+                                                 a.resamples, a.workers)) or 0)
