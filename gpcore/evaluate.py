@@ -79,6 +79,7 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
     from .evaluation.classification import write_classification_report
     from .evaluation.segmentation import (evaluate_with_validation_offset, patient_dice_3d,
                                           score_slices, segmentation_summary)
+    from .evaluation.fidelity import confidence_fidelity, plot_confidence_dice, plot_example_grid
     from .segmentation.threshold import PUBLISHED_OFFSETS
 
     run = Path(run_dir)
@@ -131,7 +132,32 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
         chosen["scores"]["row"].to_numpy()]), out / "patient_dice_3d")
     _dice_figure(scores, classes, f"Weakly-supervised segmentation: {label}",
                  figures / "dice_distribution")
+
+    fidelity = confidence_fidelity(chosen["scores"], scores["patient_id"].to_numpy(),
+                                   n_resamples)
+    write_table(pd.DataFrame([{"run": label, **fidelity}]), out / "confidence_fidelity")
+    fig = plot_confidence_dice(chosen["scores"], fidelity, f"Confidence vs fidelity: {label}")
+    save_figure(fig, figures / "confidence_vs_dice")
+    channels = list(store.meta.get("channels") or [])
+    fig = plot_example_grid(chosen["scores"], _Rows(store.images, test["index"]["row"]),
+                            test["heatmaps"], test["masks"], classes, chosen["choice"]["offset"],
+                            chosen["choice"]["cleanup"], f"Best, median and worst test slices: "
+                            f"{label}", channels.index("t1ce") if "t1ce" in channels else 0)
+    save_figure(fig, figures / "example_grid")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
     return out
+
+
+class _Rows:
+    """``rows_view[i]`` is ``array[rows[i]]``, read lazily from a memory-mapped store."""
+
+    def __init__(self, array, rows):
+        self.array, self.rows = array, np.asarray(rows)
+
+    def __getitem__(self, i):
+        return self.array[self.rows[i]]
 
 
 def add_cli(sub) -> None:

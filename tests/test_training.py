@@ -140,7 +140,9 @@ def test_evaluate_writes_tables_and_figures_with_a_validation_offset(data, tmp_p
                  "tumour_only_grade", "segmentation_summary", "offset_grid_validation",
                  "patient_dice_3d"):
         assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").is_file(), name
-    for name in ("roc_pr", "confusion_matrix", "dice_distribution"):
+    assert (out / "confidence_fidelity.csv").is_file()
+    for name in ("roc_pr", "confusion_matrix", "dice_distribution", "confidence_vs_dice",
+                 "example_grid"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
     choice = json.loads((out / "offset_choice.json").read_text())
     assert choice["chosen_on"] == "validation patients" and choice["published_offset"] == 0.3
