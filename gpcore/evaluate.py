@@ -73,9 +73,13 @@ def _dice_figure(scores: pd.DataFrame, classes: list[str], title: str, stem: Pat
 
 
 def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
-             n_resamples: int = 10000, workers: int | None = None,
-             progress: bool = True) -> Path:
-    """Evaluate a training run folder; returns ``RUN_DIR/evaluation``."""
+             n_resamples: int = 10000, workers: int | None = None, progress: bool = True,
+             channel: str = "predicted") -> Path:
+    """Evaluate a training run folder; returns ``RUN_DIR/evaluation``.
+
+    ``channel``: the heatmap thresholded into the mask - of the predicted class (as published)
+    or of the true class (an upper bound that separates localisation from classification).
+    """
     from .evaluation.classification import write_classification_report
     from .evaluation.segmentation import (evaluate_with_validation_offset, patient_dice_3d,
                                           score_slices, segmentation_summary)
@@ -94,10 +98,12 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
     model_name = record["config"]["model"]["name"]
     profile = record["config"]["profile"]
     label = (f"{_dataset_label(record, store)}, {record['split']['protocol']} split, "
-             f"profile {profile}, fold {fold}, {model_name}")
+             f"profile {profile}, fold {fold}, {model_name}"
+             + (", true-class heatmap" if channel == "true" else ""))
     data = {part: _predictions(run, store, split_rows(split, store.index, fold, part), part,
                                device, batch_size, progress) for part in ("val", "test")}
-    out, figures = run / "evaluation", run / "evaluation" / "figures"
+    out = run / ("evaluation" if channel == "predicted" else f"evaluation_{channel}_class")
+    figures = out / "figures"
     test = data["test"]
     written = write_classification_report(test["labels"], test["probabilities"], classes,
                                           test["patient_ids"], out, figures, label)
@@ -106,13 +112,14 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
     keys = ("heatmaps", "probabilities", "masks", "labels", "patient_ids")
     chosen = evaluate_with_validation_offset(
         {k: data["val"][k] for k in keys}, {k: test[k] for k in keys}, class_names=classes,
-        n_resamples=n_resamples, healthy_class=healthy, workers=workers)
+        n_resamples=n_resamples, healthy_class=healthy, workers=workers, channel=channel)
     published_offset = PUBLISHED_OFFSETS.get(model_name)
     rows = []
     summaries = {"validation-chosen": chosen["summary"]}
     if published_offset is not None:
         scores_pub = score_slices(*(test[k] for k in keys[:4]), offset=published_offset,
-                                  cleanup=True, healthy_class=healthy, workers=workers)
+                                  cleanup=True, healthy_class=healthy, workers=workers,
+                                  channel=channel)
         summaries["published"] = segmentation_summary(
             scores_pub, test["patient_ids"][scores_pub["row"].to_numpy()], classes, healthy,
             n_resamples)
@@ -163,10 +170,66 @@ class _Rows:
 def add_cli(sub) -> None:
     p = sub.add_parser("evaluate", help="classification and segmentation metrics, tables and "
                                         "figures for a training run")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", nargs="+", help="training run folder(s)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--resamples", type=int, default=10000, help="patient bootstrap resamples")
     p.add_argument("--workers", type=int, help="processes for scoring (default: all cores)")
-    p.set_defaults(func=lambda a: print(evaluate(a.run_dir, a.device, a.batch_size,
-                                                 a.resamples, a.workers)) or 0)
+    p.add_argument("--channel", choices=("predicted", "true"), default="predicted",
+                   help="heatmap channel thresholded: predicted class (published) or true class")
+    p.add_argument("--folds-out", help="with several run folders (one per fold): also write "
+                                       "the fold summary and pooled results here")
+    p.set_defaults(func=_evaluate_cli)
+
+
+def _evaluate_cli(args) -> int:
+    for run in args.run_dir:
+        print(evaluate(run, args.device, args.batch_size, args.resamples, args.workers,
+                       channel=args.channel))
+    if args.folds_out:
+        print(aggregate_folds(args.run_dir, args.folds_out, args.resamples))
+    return 0
+
+
+def aggregate_folds(run_dirs: list[str | Path], out_dir: str | Path,
+                    n_resamples: int = 10000) -> Path:
+    """Across evaluated runs of the same model (one per outer fold): classification mean ± std
+    over folds and pooled out-of-fold metrics and curves; segmentation over the pooled test
+    slices of all folds, with patient-bootstrap CIs (each patient is in one test fold)."""
+    from .evaluation.classification import (plot_roc_pr, pooled_metrics, slice_metrics,
+                                            summarise_folds)
+    from .evaluation.segmentation import segmentation_summary
+
+    runs = [Path(r) for r in run_dirs]
+    per_fold, ys, probs, slices, labels = [], [], [], [], []
+    classes = None
+    for run in runs:
+        if not (run / "evaluation" / "offset_choice.json").is_file():
+            raise FileNotFoundError(f"{run}: not evaluated yet; run `gpcore evaluate {run}`")
+        record = yaml.safe_load((run / "config.yaml").read_text())
+        classes = classes or list(record["classes"])
+        fold = int(record["split"]["fold"])
+        index = pd.read_csv(run / "predictions/test/index.csv", dtype={"patient_id": str},
+                            keep_default_na=False)
+        prob = np.load(run / "predictions/test/probabilities.npy")
+        per_fold.append(slice_metrics(index["label"].to_numpy(), prob, classes)["summary"]
+                        .assign(fold=fold))
+        ys.append(index["label"].to_numpy())
+        probs.append(prob)
+        slices.append(pd.read_csv(run / "evaluation/segmentation_slices.csv",
+                                  dtype={"patient_id": str}).assign(fold=fold))
+        labels.append(json.loads((run / "evaluation/offset_choice.json").read_text())["label"])
+    out = Path(out_dir)
+    pooled = pooled_metrics(ys, probs, classes)
+    table = summarise_folds(per_fold, pooled["summary"])
+    title = labels[0].rsplit(", fold", 1)[0] + f", {len(runs)} folds pooled"
+    table.insert(0, "run", title)
+    paths = write_table(table, out / "folds_classification")
+    fig = plot_roc_pr(pooled["curves"], f"Pooled out-of-fold: {title}")
+    paths += save_figure(fig, out / "figures" / "folds_roc_pr")
+    scores = pd.concat(slices, ignore_index=True)
+    seg = segmentation_summary(scores, scores["patient_id"].to_numpy(), classes,
+                               0 if classes[0] == "Healthy" else None, n_resamples)
+    seg.insert(0, "run", title)
+    paths += write_table(seg, out / "folds_segmentation_summary")
+    return out

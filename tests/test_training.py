@@ -155,3 +155,22 @@ def test_evaluate_writes_tables_and_figures_with_a_validation_offset(data, tmp_p
     split_df = pd.read_csv(split, dtype={"patient_id": str})
     expected = set(split_df[(split_df.fold == 0) & (split_df.part == "test")].patient_id)
     assert test_patients == expected
+
+
+def test_fold_aggregation_pools_every_patient_once(data, tmp_path):
+    from gpcore.evaluate import aggregate_folds, evaluate
+
+    store, split = data
+    runs = []
+    for fold in (0, 1):
+        run = train(store, split, tmp_path / f"f{fold}", fold=fold, profile="smoke",
+                    progress=False, overrides=["train.epochs=1"])
+        evaluate(run, n_resamples=100, workers=1, progress=False)
+        runs.append(run)
+    out = aggregate_folds(runs, tmp_path / "folds", n_resamples=100)
+    table = pd.read_csv(out / "folds_classification.csv").set_index("metric")
+    assert table.loc["accuracy", "n_folds"] == 2 and "pooled" in table.columns
+    assert table.loc["n_slices", "pooled"] == 80  # 10 patients × 8 slices, each tested once
+    seg = pd.read_csv(out / "folds_segmentation_summary.csv")
+    assert seg.loc[seg.subset == "tumour", "n_patients"].iloc[0] == 10
+    assert (out / "figures/folds_roc_pr.png").is_file()
