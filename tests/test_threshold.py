@@ -32,17 +32,17 @@ def test_constant_map_gives_empty_mask(value):
 
 def test_all_negative_map_gives_empty_mask():
     hm = -1.0 - np.random.default_rng(1).random((40, 40))
-    assert threshold_value(hm) == 0.0  # the floor max(0, ...)
+    assert threshold_value(hm) is None  # no positive evidence: no threshold, empty mask
     assert not heatmap_to_mask(hm).any()
     assert not heatmap_to_mask(hm, cleanup=False).any()
 
 
 def test_two_valued_map_uses_otsu_without_offset_or_floor():
-    hm = np.full((30, 30), -3.0)
-    hm[5:25, 5:25] = -1.0  # both negative: the multi-Otsu floor would empty it
+    hm = np.full((30, 30), 1.0)
+    hm[5:25, 5:25] = 3.0  # an offset of 5 and the floor would empty it; Otsu has neither
     assert threshold_value(hm, offset=5.0) == pytest.approx(threshold_otsu(hm))
     mask = heatmap_to_mask(hm, offset=5.0, cleanup=False)
-    assert np.array_equal(mask, hm == -1.0)
+    assert np.array_equal(mask, hm == 3.0)
 
 
 def test_blob_heatmap_thresholds_to_blob():
@@ -195,3 +195,16 @@ def test_matches_skimage_max_size_equivalents():
         assert np.array_equal(remove_small_objects(mask, 64), ref_obj)
         assert np.array_equal(fill_small_holes(mask, 128), ref_hole)
         assert np.array_equal(closing(mask, 2), ref_close)
+
+
+def test_two_valued_all_negative_map_gives_an_empty_mask():
+    from gpcore.evaluation.segmentation import score_slices
+
+    hm = np.full((32, 32), -2.0)
+    hm[:16] = -1.0
+    assert not heatmap_to_mask(hm, 0.3, cleanup=False).any()
+    heatmaps = np.stack([np.stack([hm, hm])])  # (1, K=2, H, W)
+    scores = score_slices(heatmaps, np.array([[0.2, 0.8]]), (hm > -1.5)[None].astype(np.uint8),
+                          np.array([1]), offset=0.3, cleanup=False, healthy_class=None,
+                          workers=1)
+    assert scores.mask_area.iloc[0] == 0 and scores.dice.iloc[0] == 0

@@ -72,7 +72,7 @@ def _threshold_rule(hm: np.ndarray) -> tuple[str, float]:
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
     lo, hi = hm.min(), hm.max()
-    if lo == hi:
+    if lo == hi or hi <= 0:  # constant, or no positive evidence anywhere: no tumour
         return "empty", np.nan
     # "at least 3 distinct values" without np.unique's sort (the costliest step otherwise)
     if np.any((hm > lo) & (hm < hi)):

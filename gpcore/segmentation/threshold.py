@@ -3,7 +3,9 @@
 * **Threshold.** ``t_hi = threshold_multiotsu(hm, classes=3, nbins=256)[-1]`` on the raw map
   (negative values included, no ReLU, no normalisation), ``thr = max(0, t_hi - offset)``,
   ``mask = hm > thr``. If the map has fewer than 3 distinct values, or multi-Otsu raises:
-  ``thr = threshold_otsu(hm)`` with no offset and no floor; a constant map gives an empty mask.
+  ``thr = threshold_otsu(hm)`` with no offset and no floor; a constant map, or one with no
+  positive value, gives an empty mask (the published fallback would have thresholded an
+  all-negative two-valued map inside its range).
 * **Clean-up**, in this order: remove 4-connected objects with area < 64 px; fill 4-connected
   holes (background components) with area < 128 px; binary closing with ``disk(2)``; keep the
   largest 8-connected component (ties: the lowest label).
@@ -43,7 +45,9 @@ def threshold_value(heatmap: np.ndarray, offset: float = 0.3) -> float | None:
 
     hm = _as_float(heatmap)
     values = np.unique(hm)
-    if len(values) < 2:
+    # constant, or all non-positive: the multi-Otsu path's floor at 0 would leave nothing, and
+    # the Otsu fallback must not turn a map without positive evidence into a tumour
+    if len(values) < 2 or values[-1] <= 0:
         return None
     if len(values) >= 3:
         try:
