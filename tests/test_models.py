@@ -61,7 +61,7 @@ def test_heatmap_pooling_gives_logits_equal_to_pooled_heatmaps(name):
     lse = (torch.logsumexp(r * flat, 2) - math.log(flat.shape[2])) / r
     # float32 model output against a float64 reference: tolerance at float32 resolution of
     # the heatmap's magnitude (r·h enters the exponent)
-    scale = max(1.0, float(heatmap.abs().max()))
+    scale = max(1.0, float(heatmap.detach().abs().max()))
     torch.testing.assert_close(logits.double(), lse, rtol=1e-5, atol=1e-5 * scale)
     assert (logits <= heatmap.amax(dim=(2, 3)) + 1e-6).all()  # LSE lies below the max
     assert (logits >= heatmap.mean(dim=(2, 3)) - 1e-6).all()  # ... and above the mean
