@@ -14,7 +14,6 @@ Tables go to ``RUN_DIR/evaluation/`` (CSV + Markdown), figures to
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 

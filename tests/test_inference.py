@@ -1,6 +1,5 @@
 """Inference over a slice store (predict_store) and over user volumes (segment)."""
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

@@ -8,7 +8,7 @@ import pytest
 
 from gpcore.data import DataError
 from gpcore.data.store import SliceStore, build_store
-from fake_data import SHAPE, fake_samples, fake_subject
+from fake_data import fake_samples, fake_subject
 
 SOURCE = {"kind": "test"}
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import platform
 import random
@@ -121,7 +120,6 @@ def train(store: str | os.PathLike, split: str | os.PathLike, out_dir: str | os.
             raise FileExistsError(f"{out}: holds a run already; pass --resume to continue it or "
                                   f"choose another --out")
         cfg = resolve_config(profile, model, overrides)
-    tc = cfg["train"]
     device = _device(cfg)
     info = init_distributed(device.type)
     if device.type == "cuda" and info.enabled:
