@@ -18,13 +18,16 @@ def _conv3(cin: int, cout: int) -> nn.Conv2d:
 
 
 class DoubleConv(nn.Module):
+    # ReLUs are modules (one per use, no parameters, no state_dict keys) so that tools which
+    # hook nn.ReLU - Captum's GuidedBackprop - see every rectifier of the model
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.conv_1 = _conv3(cin, cout)
         self.conv_2 = _conv3(cout, cout)
+        self.relu_1, self.relu_2 = nn.ReLU(), nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.conv_2(F.relu(self.conv_1(x))))
+        return self.relu_2(self.conv_2(self.relu_1(self.conv_1(x))))
 
 
 class Decomp(nn.Module):
@@ -33,9 +36,11 @@ class Decomp(nn.Module):
     def __init__(self, c: int):
         super().__init__()
         self.conv1, self.conv2, self.conv3, self.conv4 = (_conv3(c, c) for _ in range(4))
+        self.relus = nn.ModuleList(nn.ReLU() for _ in range(4))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return tuple(F.relu(conv(x)) for conv in (self.conv1, self.conv2, self.conv3, self.conv4))
+        convs = (self.conv1, self.conv2, self.conv3, self.conv4)
+        return tuple(relu(conv(x)) for conv, relu in zip(convs, self.relus))
 
 
 class DownConv(nn.Module):

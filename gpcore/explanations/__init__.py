@@ -1,0 +1,1 @@
+"""Post-hoc explanations of any gpcore model through Captum (occlusion, guided backprop)."""
