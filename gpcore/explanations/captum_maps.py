@@ -11,7 +11,6 @@ PReLU, which Captum leaves alone, so its "guided backprop" map is the plain inpu
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 
