@@ -32,12 +32,10 @@ Command line: ``gpcore segment --checkpoint M.safetensors --input DIR_OR_FILE --
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
 import shutil
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -119,16 +117,9 @@ def discover_inputs(inputs: str | os.PathLike, contrasts: Sequence[str] = BRATS_
 
 def _read_volume(path: Path):
     """``(image (C, X, Y, Z) float32, nibabel image)`` of a single 3D or 4D NIfTI volume."""
-    import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
+    from .data.brats import open_nifti
 
-    try:
-        img = nib.load(path)
-        data = np.asanyarray(img.dataobj)
-    except (ImageFileError, gzip.BadGzipFile, EOFError, zlib.error, OSError, ValueError) as exc:
-        detail = str(exc).replace(str(path), path.name)
-        raise DataError(path, f"truncated or corrupt NIfTI ({type(exc).__name__}: {detail})",
-                        "re-export or re-copy the file") from exc
+    img, data = open_nifti(path, "re-export or re-copy the file")
     if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector layout (X, Y, Z, 1, C)
         data = data[:, :, :, 0]
     if data.ndim == 3:

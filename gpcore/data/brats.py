@@ -197,20 +197,27 @@ def discover_brats(root: str | os.PathLike, contrasts: Sequence[str] = BRATS_CON
 # --------------------------------------------------------------------------------------------
 # loading one subject
 # --------------------------------------------------------------------------------------------
-def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, np.dtype]:
-    """``(array (X, Y, Z) as stored or scaled, affine (4, 4), on-disk dtype)``."""
+def open_nifti(path: Path, fix: str = REDOWNLOAD):
+    """``(nibabel image, voxel array)``; a truncated or corrupt file raises :class:`DataError`
+    naming it, with ``fix`` as the remedy."""
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
-    if not path.is_file():
-        raise DataError(path, "file not found", REDOWNLOAD)
     try:
         img = nib.load(path)
         data = np.asanyarray(img.dataobj)  # the header alone loads lazily: read now to check
     except (ImageFileError, gzip.BadGzipFile, EOFError, zlib.error, OSError, ValueError) as exc:
         detail = str(exc).replace(str(path), path.name)  # the path is already in front
         raise DataError(path, f"truncated or corrupt NIfTI ({type(exc).__name__}: {detail})",
-                        REDOWNLOAD) from exc
+                        fix) from exc
+    return img, data
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, np.dtype]:
+    """``(array (X, Y, Z) as stored or scaled, affine (4, 4), on-disk dtype)``."""
+    if not path.is_file():
+        raise DataError(path, "file not found", REDOWNLOAD)
+    img, data = open_nifti(path)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
