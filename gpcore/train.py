@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from .models import list_models
-from .training.config import CONFIGS
+from .config import CONFIGS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,8 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-import yaml
-
+from ..config import load_profile
 from .errors import DataError
 from .records import BRATS_CLASSES, BRATS_CONTRASTS
 from .splits import patient_split, published_split, save_split
@@ -19,9 +18,6 @@ from .store import SliceStore, build_store
 
 SOURCES = ("brats", "figshare-mat", "manifest")
 FIGSHARE_CLASSES = ("meningioma", "glioma", "pituitary")
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "configs" / "profiles"
-
-
 def read_items(source: str, path: str | os.PathLike, on_error: str = "stop",
                contrasts=BRATS_CONTRASTS):
     """Discover a dataset: ``(items, skipped, store options)`` for :func:`build_store`."""
@@ -72,17 +68,6 @@ def make_split(store: SliceStore, out: str | os.PathLike, protocol: str = "patie
     else:
         raise ValueError(f"protocol must be 'patient' or 'published', got {protocol!r}")
     return save_split(split, out)
-
-
-def load_profile(name_or_path: str) -> dict:
-    """A profile YAML (``configs/profiles/<name>.yaml`` or a path)."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PROFILES_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such profile; choose one of "
-                                f"{sorted(p.stem for p in PROFILES_DIR.glob('*.yaml'))}")
-    return yaml.safe_load(path.read_text())
 
 
 def prepare_study(study: str, profile: str, work_dir: str | os.PathLike,

@@ -4,11 +4,11 @@ and saved as ``config.yaml`` in the run folder."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import yaml
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from ..config import CONFIGS, load_profile
+
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -40,10 +40,7 @@ def resolve_config(profile: str = "quick", model: str = "gp_unet",
                    overrides: list[str] | dict | None = None) -> dict:
     """defaults <- profile's ``train`` section <- profile's per-model options <- overrides."""
     defaults = yaml.safe_load((CONFIGS / "train.yaml").read_text())
-    prof_path = Path(profile) if Path(profile).suffix else CONFIGS / "profiles" / f"{profile}.yaml"
-    if not prof_path.is_file():
-        raise FileNotFoundError(f"{prof_path}: no such profile (smoke, quick, paper)")
-    prof = yaml.safe_load(prof_path.read_text())
+    prof = load_profile(profile)
     cfg = _merge(defaults, {"train": prof.get("train", {}), "profile": prof.get("name", profile)})
     cfg["model"] = {"name": model, **(prof.get("models", {}) or {}).get(model, {})}
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
