@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from gpcore.segmentation.threshold import clean_mask
+from gpcore.segmentation.threshold import mask_from_rule, threshold_rule
 
 #: default offset grid of :func:`select_offset`
 DEFAULT_OFFSETS = np.round(np.arange(0, 2.01, 0.1), 2)
@@ -62,38 +62,6 @@ def _dice_iou_from_sums(inter, area_pred, area_gt) -> tuple[np.ndarray, np.ndarr
     return dice, iou
 
 
-# --------------------------------------------------------------------------------------------
-# Thresholding (the rule of gpcore.segmentation.threshold, split so the offset-independent
-# multi-Otsu threshold is computed once per slice for a whole offset grid)
-# --------------------------------------------------------------------------------------------
-def _threshold_rule(hm: np.ndarray) -> tuple[str, float]:
-    """``("multi", t_hi)``, ``("otsu", t)`` or ``("empty", nan)`` for a float32 map ``(H, W)``,
-    as :func:`gpcore.segmentation.threshold.threshold_value`."""
-    from skimage.filters import threshold_multiotsu, threshold_otsu
-
-    lo, hi = hm.min(), hm.max()
-    if lo == hi or hi <= 0:  # constant, or no positive evidence anywhere: no tumour
-        return "empty", np.nan
-    # "at least 3 distinct values" without np.unique's sort (the costliest step otherwise)
-    if np.any((hm > lo) & (hm < hi)):
-        try:
-            return "multi", float(threshold_multiotsu(hm, classes=3, nbins=256)[-1])
-        except ValueError:
-            pass
-    return "otsu", float(threshold_otsu(hm))
-
-
-def _mask_at(hm: np.ndarray, rule: tuple[str, float], offset: float, cleanup: bool,
-             scale: float) -> np.ndarray:
-    """The mask of :func:`gpcore.segmentation.heatmap_to_mask` from a precomputed rule."""
-    kind, t = rule
-    if kind == "empty":
-        return np.zeros(hm.shape, bool)
-    thr = max(0.0, t - float(offset)) if kind == "multi" else t
-    mask = hm > thr
-    return clean_mask(mask, scale) if cleanup else mask
-
-
 def _score_range(data: dict, start: int, stop: int) -> dict:
     """Score ``data["rows"][start:stop]`` for every ``(offset, cleanup)`` of ``data["configs"]``.
 
@@ -120,9 +88,9 @@ def _score_range(data: dict, start: int, stop: int) -> dict:
         hm = np.asarray(data["heatmaps"][r, k], np.float32)
         if not np.all(np.isfinite(hm)):
             raise ValueError(f"heatmap of row {r} contains NaN/Inf values")
-        rule = _threshold_rule(hm)
+        rule = threshold_rule(hm)
         for c, (offset, cleanup) in enumerate(configs):
-            m = _mask_at(hm, rule, offset, cleanup, data["scale"])
+            m = mask_from_rule(hm, rule, offset, cleanup, data["scale"])
             mask_area[c, i] = np.count_nonzero(m)
             inter[c, i] = np.count_nonzero(m & gt)
     return {"pred": pred, "label": label, "prob_pred": probs[np.arange(n), pred],

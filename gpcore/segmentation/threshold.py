@@ -38,25 +38,44 @@ _FOUR = ndi.generate_binary_structure(2, 1)
 _EIGHT = ndi.generate_binary_structure(2, 2)
 
 
-def threshold_value(heatmap: np.ndarray, offset: float = 0.3) -> float | None:
-    """The threshold ``thr`` of :func:`heatmap_to_mask` (``mask = hm > thr``); ``None`` for a
-    constant map (whose mask is empty)."""
+def threshold_rule(heatmap: np.ndarray) -> tuple[str, float]:
+    """The offset-independent part of the threshold of one map ``(H, W)``:
+    ``("multi", t_hi)`` (upper multi-Otsu threshold), ``("otsu", t)`` (fallback) or
+    ``("empty", nan)``. Computed once, it serves a whole grid of offsets."""
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
     hm = _as_float(heatmap)
-    values = np.unique(hm)
+    lo, hi = hm.min(), hm.max()
     # constant, or all non-positive: the multi-Otsu path's floor at 0 would leave nothing, and
     # the Otsu fallback must not turn a map without positive evidence into a tumour
-    if len(values) < 2 or values[-1] <= 0:
-        return None
-    if len(values) >= 3:
+    if lo == hi or hi <= 0:
+        return "empty", float("nan")
+    # "at least 3 distinct values" without np.unique's sort (the costliest step otherwise)
+    if np.any((hm > lo) & (hm < hi)):
         try:
-            t_hi = float(threshold_multiotsu(hm, classes=3, nbins=256)[-1])
+            return "multi", float(threshold_multiotsu(hm, classes=3, nbins=256)[-1])
         except ValueError:  # e.g. fewer than 3 distinct values after binning
             pass
-        else:
-            return max(0.0, t_hi - float(offset))
-    return float(threshold_otsu(hm))
+    return "otsu", float(threshold_otsu(hm))
+
+
+def threshold_value(heatmap: np.ndarray, offset: float = 0.3) -> float | None:
+    """The threshold ``thr`` of :func:`heatmap_to_mask` (``mask = hm > thr``); ``None`` when
+    the mask is empty whatever the threshold (constant or all non-positive map)."""
+    kind, t = threshold_rule(heatmap)
+    if kind == "empty":
+        return None
+    return max(0.0, t - float(offset)) if kind == "multi" else t
+
+
+def mask_from_rule(heatmap: np.ndarray, rule: tuple[str, float], offset: float,
+                   cleanup: bool = True, scale: float = 1.0) -> np.ndarray:
+    """The mask of :func:`heatmap_to_mask` from a precomputed :func:`threshold_rule`."""
+    kind, t = rule
+    if kind == "empty":
+        return np.zeros(np.shape(heatmap), bool)
+    mask = np.asarray(heatmap) > (max(0.0, t - float(offset)) if kind == "multi" else t)
+    return clean_mask(mask, scale) if cleanup else mask
 
 
 def heatmap_to_mask(heatmap: np.ndarray, offset: float = 0.3, cleanup: bool = True,
@@ -76,11 +95,7 @@ def heatmap_to_mask(heatmap: np.ndarray, offset: float = 0.3, cleanup: bool = Tr
                          f"{hm.shape}; select a channel first (see heatmap_channel)")
     if not np.all(np.isfinite(hm)):
         raise ValueError("heatmap contains NaN/Inf values; check the model's outputs")
-    thr = threshold_value(hm, offset)
-    if thr is None:
-        return np.zeros(hm.shape, bool)
-    mask = hm > thr
-    return clean_mask(mask, scale) if cleanup else mask
+    return mask_from_rule(hm, threshold_rule(hm), offset, cleanup, scale)
 
 
 def clean_mask(mask: np.ndarray, scale: float = 1.0) -> np.ndarray:
