@@ -9,8 +9,9 @@ import pandas as pd
 from .normalise import normalise
 from .store import SliceStore
 
-SEG_COLOURS = {1: (0.95, 0.2, 0.2), 2: (0.2, 0.8, 0.2), 4: (1.0, 0.85, 0.1)}  # NCR, ED, ET
-SEG_NAMES = {1: "NCR/NET (1)", 2: "oedema (2)", 4: "enhancing (4)"}
+#: BraTS sub-region label -> (legend name, overlay colour)
+LABEL_COLOURS = {1: ("NCR/NET (1)", (0.85, 0.15, 0.15)), 2: ("ED (2)", (0.2, 0.8, 0.2)),
+                 4: ("ET (4)", (1.0, 0.85, 0.0))}
 
 
 def class_counts(store: SliceStore) -> pd.DataFrame:
@@ -30,10 +31,10 @@ def overlay(ax, image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> Non
     """Show a greyscale ``image (H, W)`` with the sub-region labels of ``mask (H, W)``."""
     ax.imshow(image, cmap="gray", interpolation="nearest")
     rgba = np.zeros((*mask.shape, 4))
-    for label, colour in SEG_COLOURS.items():
+    for label, (_, colour) in LABEL_COLOURS.items():
         rgba[mask == label] = (*colour, alpha)
     if mask.max() == 1:  # binary masks of 2D datasets
-        rgba[mask == 1] = (*SEG_COLOURS[1], alpha)
+        rgba[mask == 1] = (*LABEL_COLOURS[1][1], alpha)
     ax.imshow(rgba, interpolation="nearest")
     ax.set_axis_off()
 

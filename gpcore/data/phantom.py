@@ -274,9 +274,6 @@ def generate_phantom(out_dir: str | os.PathLike, n_subjects: int, seed: int = 0,
 
 # ----------------------------------------------------------------------------------- figure
 
-#: overlay colours of the BraTS labels
-LABEL_COLOURS = {1: ("NCR/NET (1)", (0.85, 0.15, 0.15)), 2: ("ED (2)", (0.2, 0.8, 0.2)),
-                 4: ("ET (4)", (1.0, 0.85, 0.0))}
 
 
 def read_name_mapping(training_dir: str | os.PathLike) -> list[tuple[str, str]]:
@@ -293,6 +290,7 @@ def phantom_figure(training_dir: str | os.PathLike, out_stem: str | os.PathLike)
     from matplotlib.patches import Patch
 
     from ..io import save_figure
+    from .figures import LABEL_COLOURS
 
     training_dir = Path(training_dir)
     chosen = []
