@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Rename a finished ``tmp`` folder onto ``final``, replacing an earlier one; a crash at
+    any point leaves either the old or the new folder, never a half-written one."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_table(table: pd.DataFrame, stem: str | os.PathLike, floatfmt: str = ".4g") -> list[Path]:

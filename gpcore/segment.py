@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from .data.errors import DataError, check_on_error, report
 from .data.records import BRATS_CLASSES, BRATS_CONTRASTS
-from .io import atomic_path
+from .io import atomic_path, publish_dir
 from .segmentation import PUBLISHED_OFFSETS, heatmap_to_mask
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -363,18 +363,6 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path, checkpoint:
     return summary
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename the finished ``tmp`` folder onto ``final`` (replacing an earlier result)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------------
 # the entry point
 # --------------------------------------------------------------------------------------------
@@ -418,7 +406,7 @@ def segment(checkpoint: str | os.PathLike, inputs: str | os.PathLike, out_dir: s
         tmp.mkdir()
         try:
             summary = _segment_one(item, pred, tmp, checkpoint, cleanup, contrasts)
-            _publish(tmp, out / item.subject_id)
+            publish_dir(tmp, out / item.subject_id)
         except DataError as err:
             shutil.rmtree(tmp, ignore_errors=True)
             report(err, on_error, skipped)

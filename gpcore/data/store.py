@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..io import atomic_path
+from ..io import atomic_path, publish_dir
 from .errors import DataError, check_on_error
 from .records import BRATS_CLASSES, SliceSample, VolumeSubject
 
@@ -180,8 +180,7 @@ def _write_shard(job) -> tuple[str, int, str | None]:
     np.save(tmp / "images.npy", images)
     np.save(tmp / "masks.npy", masks)
     pd.DataFrame(rows, columns=INDEX_COLUMNS[1:]).to_csv(tmp / "index.csv", index=False)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    publish_dir(tmp, final)
     return unit_id, len(rows), None
 
 
