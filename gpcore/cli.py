@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.phantom import add_cli as add_phantom
     from .data.prepare import add_cli as add_prepare
 
+    from .compare import add_cli as add_compare
     from .evaluate import add_cli as add_evaluate
     from .inference import add_cli as add_predict
     from .segment import add_cli as add_segment
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict(sub)
     add_segment(sub)
     add_evaluate(sub)
+    add_compare(sub)
     return parser
 
 

@@ -49,28 +49,39 @@ def deletion_masks(attribution: torch.Tensor, steps: int = STEPS) -> torch.Tenso
 
 
 @torch.no_grad()
-def deletion_curve(model, images: torch.Tensor, attributions: torch.Tensor, labels,
-                   steps: int = STEPS, fill: float = 0.0, batch_size: int = 64) -> np.ndarray:
-    """``(steps + 1, 2)``: accuracy and balanced accuracy of ``model`` (logits-only callable)
-    over all slices after each deletion step.
-
-    ``images (N, C, H, W)`` model inputs; ``attributions (N, H, W)`` or ``(N, C, H, W)``
-    (averaged over channels); ``labels (N,)``.
-    """
+def deletion_predictions(model, images: torch.Tensor, attributions: torch.Tensor,
+                         steps: int = STEPS, fill: float = 0.0, batch_size: int = 64) -> np.ndarray:
+    """``(steps + 1, N)`` predicted classes of ``model`` (logits-only callable) after each
+    deletion step. ``images (N, C, H, W)`` model inputs; ``attributions (N, H, W)`` or
+    ``(N, C, H, W)`` (averaged over channels)."""
     attr = attributions.float()
     if attr.dim() == 4:
         attr = attr.mean(1)
-    labels = np.asarray(labels)
-    preds = np.empty((steps + 1, len(labels)), dtype=np.int64)
-    for start in range(0, len(labels), batch_size):
+    preds = np.empty((steps + 1, len(images)), dtype=np.int64)
+    for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].float()
-        keep = deletion_masks(attr[start:start + batch_size], steps)  # (S+1, b, H, W)
+        keep = deletion_masks(attr[start:start + batch_size].cpu(), steps).to(x.device)
         for i in range(steps + 1):
             m = keep[i][:, None].to(x.dtype)
             logits = model(x * m + fill * (1 - m))
             preds[i, start:start + len(x)] = logits.argmax(1).cpu().numpy()
+    return preds
+
+
+def curve_from_predictions(preds: np.ndarray, labels) -> np.ndarray:
+    """``(steps + 1, 2)``: accuracy and balanced accuracy of each row of ``preds`` over all
+    slices (MProtoNet scores the whole fold at each step, not each slice)."""
+    labels = np.asarray(labels)
     return np.array([[accuracy_score(labels, p), balanced_accuracy_score(labels, p)]
                      for p in preds])
+
+
+def deletion_curve(model, images: torch.Tensor, attributions: torch.Tensor, labels,
+                   steps: int = STEPS, fill: float = 0.0, batch_size: int = 64) -> np.ndarray:
+    """``(steps + 1, 2)``: accuracy and balanced accuracy of ``model`` over all slices after
+    each deletion step (see :func:`deletion_predictions`)."""
+    return curve_from_predictions(
+        deletion_predictions(model, images, attributions, steps, fill, batch_size), labels)
 
 
 def incremental_deletion_score(curve) -> float:
