@@ -84,9 +84,11 @@ def all_brain_baseline(loaded: dict, n_resamples: int) -> dict:
 
 
 def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig | None = None,
-            device: str = "cpu", n_resamples: int = 2000, progress: bool = True) -> Path:
-    """Write ``comparison`` (wide, formatted), ``comparison_long`` (numbers with CIs) tables and
-    the figures ``explanation_grid``, ``captum_grid``, ``deletion_curves`` into ``out_dir``."""
+            device: str = "cpu", n_resamples: int = 2000, progress: bool = True,
+            figures_dir: str | Path | None = None) -> Path:
+    """Write ``comparison`` (wide, formatted), ``comparison_long`` (numbers with CIs) tables
+    into ``out_dir`` and the figures ``explanation_grid``, ``captum_grid``,
+    ``deletion_curves`` into ``figures_dir`` (default ``out_dir``)."""
     from .evaluate import evaluate
 
     cfg = cfg or ExplainConfig()
@@ -143,7 +145,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig 
     table.insert(0, "run", title)
     write_table(table, out / "comparison")
     write_table(pd.DataFrame(long).assign(run=title), out / "comparison_long")
-    _figures(runs, explained, positions, first, out, title)
+    _figures(runs, explained, positions, first, Path(figures_dir or out), title)
     return out
 
 

@@ -1,0 +1,175 @@
+"""The study's steps, called by the notebooks (which stay thin): which models and folds a
+profile trains, training them resumably, evaluating them, and gathering their per-run tables
+and figures into ``results/<study>/<profile>/`` and ``figures/<study>/<profile>/``.
+
+Run folders: ``runs/<study>/<profile>/<model>/fold<k>/`` (``gpcore train`` layout).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+#: every model of the study, in table order: the three GP models, then the baselines
+STUDY_MODELS = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet", "mprotonet", "cnn_gradcam")
+
+
+def study_plan(profile: str) -> dict:
+    """``{"models": [...], "folds": [...]}`` of a profile (section ``study:``); default: all
+    models, fold 0 only for smoke/quick, every fold for paper."""
+    from .config import load_profile
+
+    prof = load_profile(profile)
+    plan = dict(prof.get("study") or {})
+    folds = plan.get("folds")
+    if folds is None or folds == "all":
+        n = int((prof.get("data") or {}).get("folds", 5))
+        folds = list(range(n)) if folds == "all" or profile == "paper" else [0]
+    return {"models": list(plan.get("models") or STUDY_MODELS), "folds": [int(f) for f in folds]}
+
+
+def run_path(runs_dir: str | Path, model: str, fold: int) -> Path:
+    return Path(runs_dir) / model / f"fold{fold}"
+
+
+def _finished(run: Path) -> bool:
+    return (run / "summary.json").is_file() and (run / "best.safetensors").is_file()
+
+
+def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path, profile: str,
+                 models: list[str], folds: list[int], overrides: list[str] | None = None,
+                 progress: bool = True) -> dict[tuple[str, int], Path]:
+    """Train every (model, fold) not yet finished; an interrupted run resumes from last.pt."""
+    from .training import train
+
+    runs = {}
+    for model in models:
+        for fold in folds:
+            run = run_path(runs_dir, model, fold)
+            if not _finished(run):
+                train(store_dir, split, run, model=model, fold=fold, profile=profile,
+                      overrides=overrides, resume=(run / "last.pt").is_file(), progress=progress)
+            runs[(model, fold)] = run
+    return runs
+
+
+def find_runs(runs_dir: str | Path, models: list[str], folds: list[int]) -> dict:
+    """The finished runs of ``models`` × ``folds``; a missing one raises with the fix."""
+    runs = {}
+    for model in models:
+        for fold in folds:
+            run = run_path(runs_dir, model, fold)
+            if not _finished(run):
+                raise FileNotFoundError(f"{run}: no finished training run; run the training "
+                                        f"stage first (./run_all.sh --stage training)")
+            runs[(model, fold)] = run
+    return runs
+
+
+def training_table(runs: dict) -> pd.DataFrame:
+    rows = []
+    for (model, fold), run in runs.items():
+        s = json.loads((run / "summary.json").read_text())
+        metrics = pd.read_csv(run / "metrics.csv")
+        rows.append({"model": model, "fold": fold, "epochs": s["epochs"],
+                     "best_epoch": s["best_epoch"], "selection": s["selection"],
+                     **{k: round(v, 4) for k, v in s["best"].items()},
+                     "train_seconds": round(float(metrics["seconds"].sum()), 1)})
+    return pd.DataFrame(rows)
+
+
+def plot_training_curves(runs: dict, title: str):
+    """One row per model: training / validation loss and validation macro-F1 per epoch."""
+    import matplotlib.pyplot as plt
+
+    models = sorted({m for m, _ in runs}, key=list(STUDY_MODELS + tuple(m for m, _ in runs)).index)
+    fig, axes = plt.subplots(len(models), 2, figsize=(8, 2.1 * len(models)), squeeze=False)
+    for i, model in enumerate(models):
+        for (m, fold), run in runs.items():
+            if m != model:
+                continue
+            metrics = pd.read_csv(run / "metrics.csv")
+            axes[i, 0].plot(metrics.epoch, metrics.train_loss, label=f"train f{fold}")
+            axes[i, 0].plot(metrics.epoch, metrics.val_loss, ls="--", label=f"val f{fold}")
+            axes[i, 1].plot(metrics.epoch, metrics.val_macro_f1, label=f"fold {fold}")
+        axes[i, 0].set_ylabel(model, fontsize=8)
+        axes[i, 1].set_ylim(0, 1)
+        axes[i, 0].legend(fontsize=6), axes[i, 1].legend(fontsize=6)
+    axes[0, 0].set_title("loss (train —, validation --)", fontsize=8)
+    axes[0, 1].set_title("validation macro-F1", fontsize=8)
+    axes[-1, 0].set_xlabel("epoch"), axes[-1, 1].set_xlabel("epoch")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def evaluate_runs(runs: dict, n_resamples: int = 2000, progress: bool = True) -> None:
+    """``gpcore evaluate`` every run not evaluated yet (predictions and tables are cached)."""
+    from .evaluate import evaluate
+
+    for run in runs.values():
+        if not (run / "evaluation" / "offset_choice.json").is_file():
+            evaluate(run, n_resamples=n_resamples, progress=progress)
+
+
+def gather(runs: dict, table: str, folder: str = "evaluation") -> pd.DataFrame:
+    """Concatenate ``RUN/<folder>/<table>.csv`` over runs, with ``model`` and ``fold`` first."""
+    parts = []
+    for (model, fold), run in runs.items():
+        df = pd.read_csv(run / folder / f"{table}.csv", dtype={"patient_id": str})
+        df = df.drop(columns=[c for c in ("run",) if c in df.columns])
+        df.insert(0, "fold", fold)
+        df.insert(0, "model", model)
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True)
+
+
+def publish_figures(runs: dict, name: str, figures_dir: str | Path, folder: str = "evaluation"
+                    ) -> list[Path]:
+    """Copy each run's ``<folder>/figures/<name>.{png,pdf}`` to
+    ``figures_dir/<model>_fold<k>_<name>.*``; returns the PNG paths."""
+    out = []
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for (model, fold), run in runs.items():
+        for ext in ("png", "pdf"):
+            src = run / folder / "figures" / f"{name}.{ext}"
+            if src.is_file():
+                dst = figures_dir / f"{model}_fold{fold}_{name}.{ext}"
+                shutil.copyfile(src, dst)
+                if ext == "png":
+                    out.append(dst)
+    return out
+
+
+def study_data(work_dir: str | Path, profile: str) -> tuple[Path, Path]:
+    """The slice store and split written by the data stage (``prepare_study``)."""
+    from .config import load_profile
+
+    size = (load_profile(profile).get("data") or {}).get("slice_size")
+    store, split = Path(work_dir) / f"store_{size or 'native'}", Path(work_dir) / "split.csv"
+    if not (store / "store.json").is_file() or not split.is_file():
+        raise FileNotFoundError(f"{store} or {split} is missing; run the data stage first "
+                                f"(./run_all.sh --stage data)")
+    return store, split
+
+
+def plot_offset_grids(grid: pd.DataFrame, title: str):
+    """Validation median Dice against the offset, per model (clean-up on / off): the curve the
+    frozen test offset was read from."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for (model, cleanup), part in grid.groupby(["model", "cleanup"], sort=False):
+        part = part.sort_values("offset")
+        ax.plot(part.offset, part.median_dice, ls="-" if cleanup else ":",
+                label=f"{model}{' + clean-up' if cleanup else ''}")
+    ax.set_xlabel("offset below the upper multi-Otsu threshold")
+    ax.set_ylabel("median Dice (validation tumour slices)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
