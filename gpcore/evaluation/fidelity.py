@@ -53,7 +53,8 @@ def plot_confidence_dice(scores: pd.DataFrame, result: dict, title: str, bins: i
     tumour = scores[(scores["gt_area"] > 0) & scores["dice"].notna()]
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.scatter(tumour["prob_pred"], tumour["dice"], s=4, alpha=0.3, color="tab:grey")
-    if len(tumour) >= bins:
+    # a model that gives every slice the same confidence leaves no bins to draw
+    if len(tumour) >= bins and tumour["prob_pred"].nunique() >= 2:
         cut = pd.qcut(tumour["prob_pred"], bins, duplicates="drop")
         grouped = tumour.groupby(cut, observed=True)
         centre = grouped["prob_pred"].median()

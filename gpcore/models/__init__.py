@@ -1,9 +1,11 @@
-"""GP classifiers: GP-UNet, GP-ShuffleUNet, GP-ReconResNet.
+"""GP classifiers (GP-UNet, GP-ShuffleUNet, GP-ReconResNet) and the MProtoNet baselines
+(``mprotonet``: MProtoNet-2D variant C; ``cnn_gradcam``: the CNN explained by Grad-CAM).
 
 >>> from gpcore.models import create_model, list_models
 >>> model = create_model("gp_unet")                  # paper configuration
 >>> logits = model(x)                                # (B, 3)
 >>> logits, heatmap = model.forward_with_heatmap(x)  # (B, 3), (B, 3, H, W)
+>>> create_model("mprotonet")                        # resnet152[:6], 45 prototypes
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 
 from torch import nn
 
-from . import gp_recon_resnet, gp_shuffle_unet, gp_unet  # noqa: F401  (registers the models)
+from . import cnn, gp_recon_resnet, gp_shuffle_unet, gp_unet, mprotonet  # noqa: F401  (registers)
 from .base import GPClassifier
 from .profile import count_flops, count_parameters, model_summary
 from .checkpoints import (CheckpointError, load_weights, read_checkpoint_meta, read_model_config,
@@ -19,6 +21,8 @@ from .checkpoints import (CheckpointError, load_weights, read_checkpoint_meta, r
 from .gp_recon_resnet import GPReconResNet
 from .gp_shuffle_unet import GPShuffleUNet
 from .gp_unet import GPUNet
+from .cnn import CNNGradCAM
+from .mprotonet import MProtoNet2D
 from .reference import from_reference_kwargs, infer_model_config
 from .registry import build_model, list_models, register_model
 
@@ -56,6 +60,7 @@ def read_config_file(path: str | os.PathLike) -> tuple[str, dict]:
     return data["model"], dict(data.get("config") or {})
 
 
-__all__ = ["CheckpointError", "GPClassifier", "GPReconResNet", "GPShuffleUNet", "GPUNet",
+__all__ = ["CNNGradCAM", "CheckpointError", "GPClassifier", "GPReconResNet", "GPShuffleUNet",
+           "GPUNet", "MProtoNet2D",
            "create_model", "from_reference_kwargs", "infer_model_config", "list_models",
            "load_weights", "read_checkpoint_meta", "read_config_file", "read_state_dict", "register_model", "save_model"]

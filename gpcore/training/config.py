@@ -1,6 +1,7 @@
-"""Training configuration: YAML defaults (``configs/train.yaml`` + the profile's ``train:``
-section), then command-line overrides ``key=value`` (dotted keys, YAML values), resolved once
-and saved as ``config.yaml`` in the run folder."""
+"""Training configuration: YAML defaults (``configs/train.yaml``, with per-model defaults under
+``model_train:``) + the profile's ``train:`` and ``model_train:`` sections, then command-line
+overrides ``key=value`` (dotted keys, YAML values), resolved once and saved as ``config.yaml``
+in the run folder."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +9,6 @@ import copy
 import yaml
 
 from ..config import CONFIGS, load_profile
-
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -38,10 +38,20 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def resolve_config(profile: str = "quick", model: str = "gp_unet",
                    overrides: list[str] | dict | None = None) -> dict:
-    """defaults <- profile's ``train`` section <- profile's per-model options <- overrides."""
+    """The training configuration of ``model`` under ``profile``.
+
+    ``train``: ``configs/train.yaml``'s ``train`` <- its ``model_train.<model>`` (per-model
+    defaults, e.g. MProtoNet's optimiser and objective) <- the profile's ``train`` <- the
+    profile's ``model_train.<model>`` <- overrides. ``model``: the profile's
+    ``models.<model>`` constructor options <- overrides.
+    """
     defaults = yaml.safe_load((CONFIGS / "train.yaml").read_text())
     prof = load_profile(profile)
-    cfg = _merge(defaults, {"train": prof.get("train", {}), "profile": prof.get("name", profile)})
+    per_model = (defaults.pop("model_train", None) or {}).get(model, {})
+    prof_per_model = (prof.get("model_train") or {}).get(model, {})
+    cfg = _merge(defaults, {"train": per_model})
+    cfg = _merge(cfg, {"train": prof.get("train", {}), "profile": prof.get("name", profile)})
+    cfg = _merge(cfg, {"train": prof_per_model})
     cfg["model"] = {"name": model, **(prof.get("models", {}) or {}).get(model, {})}
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     cfg = _merge(cfg, extra)

@@ -6,6 +6,11 @@ epoch), ``last.pt`` (full state for ``--resume``: model, optimiser, scheduler, R
 epoch), ``best.safetensors`` + ``best.json`` (the model selected on validation patients),
 ``curves.png`` and ``summary.json``.
 
+What a batch costs and what happens between epochs is the model's training objective
+(:mod:`gpcore.training.objectives`, chosen by ``model.objective``): class-weighted
+cross-entropy for the GP models and ``cnn_gradcam``; for MProtoNet its joint loss, prototype
+pushes and last-layer passes, which also write ``prototypes.csv``.
+
 Reproducibility: every epoch starts from RNG states derived from (seed, epoch, rank), so the
 shuffling, the augmentations (DataLoader workers are seeded from them) and the dropout masks of
 an epoch do not depend on what ran before it. A run resumed from the checkpoint of epoch ``e``
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import random
@@ -25,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -39,8 +44,9 @@ from ..data.store import SliceStore
 from ..io import atomic_path
 from ..models import create_model, save_model
 from .config import resolve_config
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .metrics import balanced_class_weights, classification_scores
+from .objectives import CrossEntropyObjective, TrainingContext, build_objective
 
 SELECTION = {"macro_f1": max, "balanced_accuracy": max, "accuracy": max, "val_loss": min}
 
@@ -80,18 +86,50 @@ def _versions() -> dict:
             "scikit-learn": sklearn.__version__, "python": platform.python_version()}
 
 
-def _loss(logits, target, weights, info: DistInfo, accumulate: int):
-    """Class-weighted cross-entropy, normalised by the weights of the *global* micro-batch, so
-    that DDP's gradient averaging gives exactly the single-process weighted mean."""
-    per_sample = F.cross_entropy(logits.float(), target, reduction="none")
-    w = weights[target]
-    denom = all_reduce_sum(w.sum().detach(), info).clamp_min(1e-12)
-    return (w * per_sample).sum() * info.world_size / denom / accumulate, per_sample
+def make_optimiser(params, tc: dict, device: torch.device) -> torch.optim.Optimizer:
+    """``train.optimizer``: ``adam`` (coupled L2 weight decay, the GP paper) or ``adamw``
+    (decoupled, MProtoNet); ``params`` may be parameter groups with their own settings."""
+    kind = tc.get("optimizer", "adam")
+    classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if kind not in classes:
+        raise ValueError(f"train.optimizer must be one of {sorted(classes)}, got {kind!r}")
+    return classes[kind](params, lr=tc["lr"], weight_decay=tc["weight_decay"],
+                         fused=device.type == "cuda" or None)
+
+
+def warmup_cosine(epochs: int, warmup: int):
+    """LR factor of 0-based epoch e: ``(e+1)/warmup`` during the warm-up, then a cosine from 1
+    to 0 over the remaining epochs (MProtoNet's ``WUCosALR``: LambdaLR then
+    CosineAnnealingLR(T_max=epochs-warmup), in closed form)."""
+    def factor(e: int) -> float:
+        if e < warmup:
+            return (e + 1) / warmup
+        span = epochs - warmup
+        return 1.0 if span <= 0 else (1 + math.cos(math.pi * (e - warmup) / span)) / 2
+    return factor
+
+
+def make_scheduler(optimiser, tc: dict):
+    """``train.lr_schedule``: ``none``, ``cosine`` (CosineAnnealingLR over all epochs) or
+    ``warmup_cosine`` (linear warm-up over ``train.warmup_fraction`` of the epochs, at least
+    one, then cosine); stepped once per epoch."""
+    kind, epochs = tc["lr_schedule"], int(tc["epochs"])
+    if kind in (None, "none"):
+        return None
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs)
+    if kind == "warmup_cosine":
+        warmup = max(1, int(epochs * float(tc.get("warmup_fraction", 0.2)) + 1e-9))
+        return torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(epochs, warmup))
+    raise ValueError(f"train.lr_schedule must be none, cosine or warmup_cosine, got {kind!r}")
 
 
 @torch.no_grad()
-def evaluate(model, loader, weights, device, amp: bool) -> tuple[float, np.ndarray, np.ndarray]:
-    """Weighted validation loss, labels and predictions over a whole loader."""
+def evaluate(model, loader, weights, device, amp: bool,
+             per_sample_loss=CrossEntropyObjective.per_sample_loss
+             ) -> tuple[float, np.ndarray, np.ndarray]:
+    """Weighted validation loss (``per_sample_loss``: cross-entropy unless the objective has
+    its own), labels and predictions over a whole loader."""
     model.eval()
     total, wsum, ys, preds = 0.0, 0.0, [], []
     for batch in loader:
@@ -99,8 +137,8 @@ def evaluate(model, loader, weights, device, amp: bool) -> tuple[float, np.ndarr
         y = batch["label"].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
-        ce = F.cross_entropy(logits.float(), y, reduction="none")
-        total += float((weights[y] * ce).sum())
+        per_sample = per_sample_loss(logits, y)
+        total += float((weights[y] * per_sample).sum())
         wsum += float(weights[y].sum())
         ys.append(y.cpu().numpy())
         preds.append(logits.argmax(1).cpu().numpy())
@@ -167,7 +205,13 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
                  # an epoch depend on the ones before it: off in deterministic mode
                  "persistent_workers": workers > 0 and bool(tc["fast"]["persistent_workers"])
                  and not tc["deterministic"]}
-    train_loader = DataLoader(train_ds, batch_size=tc["batch_size"], sampler=sampler, **loader_kw)
+    drop_last = bool(tc.get("drop_last", False))
+    if drop_last and len(train_ds) < tc["batch_size"] * info.world_size:
+        print(f"[train] drop_last ignored: {len(train_ds)} training slices hold no full batch "
+              f"of {tc['batch_size']}")
+        drop_last = False
+    train_loader = DataLoader(train_ds, batch_size=tc["batch_size"], sampler=sampler,
+                              drop_last=drop_last, **loader_kw)
     val_loader = DataLoader(val_ds, batch_size=tc["batch_size"] * 2, shuffle=False, **loader_kw)
 
     # ---- model and optimiser ----------------------------------------------------------------
@@ -179,7 +223,10 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
         net = net.to(memory_format=torch.channels_last)
     ddp_net = net
     if info.enabled:
-        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        # SyncBatchNorm runs on GPUs only; on CPU (gloo) each process normalises its own
+        # micro-batch and DDP broadcasts rank 0's running statistics
+        if device.type == "cuda" and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                         for m in net.modules()):
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
         ddp_net = DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -189,10 +236,18 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
             step_net = torch.compile(ddp_net)
         except Exception as err:  # an unsupported platform must not stop training
             print(f"[train] torch.compile failed ({err}); continuing in eager mode")
-    optimiser = torch.optim.Adam(net.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"],
-                                 fused=device.type == "cuda" or None)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=tc["epochs"])
-                 if tc["lr_schedule"] == "cosine" else None)
+    ctx = TrainingContext(
+        net=net, step_net=step_net, weights=weights, info=info, device=device, amp=amp,
+        channels_last=channels_last, accumulate=int(tc["accumulate"]),
+        train_loader=train_loader, sampler=sampler, out=out, progress=progress,
+        epochs=int(tc["epochs"]),
+        # training slices without augmentation, in store order (MProtoNet's push)
+        make_push_loader=lambda: DataLoader(
+            SliceDataset(store, train_rows, tc["normalisation"], None, with_mask=False),
+            batch_size=tc["batch_size"] * 2, shuffle=False, **loader_kw))
+    objective = build_objective(ctx, tc)
+    optimiser = make_optimiser(objective.param_groups(), tc, device)
+    scheduler = make_scheduler(optimiser, tc)
 
     # ---- run folder and resume ----------------------------------------------------------------
     start_epoch, history, best, stale = 0, [], None, 0
@@ -202,6 +257,7 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
         optimiser.load_state_dict(state["optimiser"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
+        objective.load_state_dict(state.get("objective"))
         start_epoch, best, stale = state["epoch"] + 1, state["best"], state["stale"]
         history = pd.read_csv(out / "metrics.csv").iloc[:start_epoch].to_dict("records")
         if info.is_main:
@@ -234,78 +290,85 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
         _seed_epoch(seed, epoch, info.rank)
         sampler.set_epoch(epoch)
         step_net.train()
-        optimiser.zero_grad(set_to_none=True)
-        running, seen = 0.0, 0
+        net.zero_grad(set_to_none=True)
+        running, seen, parts = 0.0, 0, {}
         bar = tqdm(train_loader, desc=f"{cfg['model']['name']} epoch {epoch + 1}/{tc['epochs']}",
                    disable=not (progress and info.is_main), leave=False)
         n_batches = len(train_loader)
         for i, batch in enumerate(bar):
-            x = batch["image"].to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = batch["label"].to(device, non_blocking=True)
+            x, y = ctx.batch(batch)
             last_micro = (i + 1) % accumulate == 0 or i + 1 == n_batches
             sync = ddp_net.no_sync() if info.enabled and not last_micro else \
                 contextlib.nullcontext()
             with sync:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = step_net(x)
-                loss, per_sample = _loss(logits, y, weights, info, accumulate)
+                loss, logged, batch_parts = objective.training_loss(x, y)
                 loss.backward()
             if last_micro:
                 if tc["grad_clip_value"]:
                     torch.nn.utils.clip_grad_value_(net.parameters(), tc["grad_clip_value"])
                 optimiser.step()
-                optimiser.zero_grad(set_to_none=True)
-            running += float(per_sample.detach().sum())
+                # all parameters: the objective may use some the optimiser does not step
+                net.zero_grad(set_to_none=True)
+            running += float(logged)
             seen += len(y)
+            for key, value in batch_parts.items():
+                parts[key] = parts.get(key, 0.0) + float(value)
             bar.set_postfix(loss=f"{running / seen:.4f}")
         if scheduler is not None:
             scheduler.step()
+        between = objective.end_of_epoch(epoch)  # e.g. MProtoNet's push + last-layer passes
 
-        val_loss, y_true, y_pred = evaluate(net, val_loader, weights, device, amp)
+        val_loss, y_true, y_pred = evaluate(net, val_loader, weights, device, amp,
+                                            objective.per_sample_loss)
         scores = classification_scores(y_true, y_pred, n_classes)
         row = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_loss": val_loss,
                **{f"val_{k}": v for k, v in scores.items()},
+               **{f"train_{k}": v / max(seen, 1) for k, v in parts.items()}, **between,
                "lr": optimiser.param_groups[0]["lr"], "seconds": time.time() - t0}
         history.append(row)
         value = val_loss if tc["selection"] == "val_loss" else scores[tc["selection"]]
-        if best is None or (value > best if pick is max else value < best):
-            best, stale = value, 0
-        else:
-            stale += 1
+        improved = False
+        if objective.selectable(epoch):  # MProtoNet: only models right after a push
+            if best is None or (value > best if pick is max else value < best):
+                best, stale, improved = value, 0, True
+            else:
+                stale += 1
         if info.is_main:
-            if stale == 0:
+            if improved:
                 save_model(net, out / "best.safetensors", extra={**extra, "epoch": epoch + 1,
                                                                   tc["selection"]: value})
             with atomic_path(out / "metrics.csv") as tmp:
                 pd.DataFrame(history).to_csv(tmp, index=False)
             state = {"model": net.state_dict(), "optimiser": optimiser.state_dict(),
                      "scheduler": scheduler.state_dict() if scheduler else None,
+                     "objective": objective.state_dict(),
                      "epoch": epoch, "best": best, "stale": stale, "rng": _rng_state()}
             with atomic_path(out / "last.pt") as tmp:
                 torch.save(state, tmp)
             print(f"[train] epoch {epoch + 1}/{tc['epochs']}: train loss {row['train_loss']:.4f}, "
                   f"val loss {val_loss:.4f}, val macro-F1 {scores['macro_f1']:.3f}, "
-                  f"{row['seconds']:.1f} s" + (" *" if stale == 0 else ""), flush=True)
+                  f"{row['seconds']:.1f} s" + (" pushed" if between.get("pushed") else "")
+                  + (" *" if improved else ""), flush=True)
         barrier(info)
         if tc["early_stopping"] and stale >= int(tc["early_stopping"]):
             break
 
     if info.is_main:
         save_model(net, out / "last.safetensors", extra={**extra, "epoch": len(history)})
-        _finish(out, cfg, history, tc["selection"], pick, time.time() - started)
+        _finish(out, cfg, history, tc["selection"], pick, time.time() - started, objective)
     barrier(info)
     return out
 
 
-def _finish(out: Path, cfg: dict, history: list[dict], selection: str, pick, seconds: float):
+def _finish(out: Path, cfg: dict, history: list[dict], selection: str, pick, seconds: float,
+            objective):
     from ..io import save_figure
     import matplotlib.pyplot as plt
 
     metrics = pd.DataFrame(history)
     key = "val_loss" if selection == "val_loss" else f"val_{selection}"
-    best_row = metrics.loc[metrics[key].idxmin() if pick is min else metrics[key].idxmax()]
+    candidates = metrics[[objective.selectable(int(e) - 1) for e in metrics["epoch"]]]
+    best_row = candidates.loc[candidates[key].idxmin() if pick is min else candidates[key].idxmax()]
     summary = {"model": cfg["model"]["name"], "profile": cfg["profile"], "epochs": len(metrics),
                "selection": selection, "best_epoch": int(best_row["epoch"]),
                "best": {k: float(v) for k, v in best_row.items() if k.startswith("val_")},
@@ -315,7 +378,7 @@ def _finish(out: Path, cfg: dict, history: list[dict], selection: str, pick, sec
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     axes[0].plot(metrics["epoch"], metrics["train_loss"], label="train")
     axes[0].plot(metrics["epoch"], metrics["val_loss"], label="validation")
-    axes[0].set_xlabel("epoch"), axes[0].set_ylabel("weighted cross-entropy"), axes[0].legend()
+    axes[0].set_xlabel("epoch"), axes[0].set_ylabel(objective.loss_label), axes[0].legend()
     for name in ("val_macro_f1", "val_balanced_accuracy", "val_accuracy"):
         axes[1].plot(metrics["epoch"], metrics[name], label=name[4:].replace("_", " "))
     axes[1].axvline(summary["best_epoch"], color="grey", ls=":", lw=1)
