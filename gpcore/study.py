@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,12 @@ class Stage:
     notebook: str
 
 
-# Stages in execution order; later issues add data preparation, training and analyses.
-STAGES = (Stage("models", "01_models.ipynb"), Stage("data", "02_data.ipynb"))
+# Stages in execution order; each reads what the earlier ones wrote.
+STAGES = (Stage("models", "01_models.ipynb"), Stage("data", "02_data.ipynb"),
+          Stage("training", "03_training.ipynb"), Stage("classification", "04_classification.ipynb"),
+          Stage("segmentation", "05_segmentation.ipynb"), Stage("baselines", "06_baselines.ipynb"),
+          Stage("agreement", "07_agreement.ipynb"), Stage("efficiency", "08_efficiency.ipynb"),
+          Stage("explorer", "09_threshold_explorer.ipynb"))
 
 
 def _sources_digest() -> str:
@@ -38,6 +43,50 @@ def _sources_digest() -> str:
         h.update(path.relative_to(ROOT).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def machine() -> str:
+    """A short description of this machine for result labels: CPU model and cores, GPU."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    text = f"{cpu}, {cores} cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return text
+
+
+def _record_stage(results: Path, name: str, seconds: float) -> None:
+    path = results / "stage_times.json"
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    times[name] = round(seconds, 1)
+    path.write_text(json.dumps(times, indent=2) + "\n")
+
+
+def _write_environment(results: Path) -> None:
+    import datetime
+
+    import torch
+
+    path = results / "stage_times.json"
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    env = {"machine": machine(), "torch": str(torch.__version__),
+           "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+           "stage_seconds": times, "study_minutes": round(sum(times.values()) / 60, 1)}
+    (results / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
 
 
 def shared_dir() -> Path:
@@ -66,7 +115,8 @@ def run_study(study: str = "phantom", profile: str = "quick", data: str | None =
     values = {"study": study, "profile": profile, "results_dir": str(results),
               "figures_dir": str(figures), "shared_dir": str(shared_dir()),
               "data_dir": str(Path(data).resolve()) if data else "",
-              "work_dir": str(Path(output_root) / "data" / study / profile)}
+              "work_dir": str(Path(output_root) / "data" / study / profile),
+              "runs_dir": str(Path(output_root) / "runs" / study / profile)}
     code = _sources_digest()
     for stage in stage_list:
         if stages and stage.name not in stages:
@@ -83,6 +133,7 @@ def run_study(study: str = "phantom", profile: str = "quick", data: str | None =
         out = executed / stage.notebook
         print(f"[study] {stage.name}: running {src} -> {out}")
         stamp.unlink(missing_ok=True)
+        started = time.time()
         try:
             pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=KERNEL,
                                 cwd=str(src.parent), progress_bar=True)
@@ -91,6 +142,8 @@ def run_study(study: str = "phantom", profile: str = "quick", data: str | None =
                   f"[study] the executed notebook with the error is {out}", file=sys.stderr)
             return 1
         stamp.write_text(key + "\n")
+        _record_stage(results, stage.name, time.time() - started)
+    _write_environment(results)
     print(f"[study] done: tables in {results}, figures in {figures}")
     return 0
 
