@@ -105,11 +105,16 @@ def plot_training_curves(runs: dict, title: str):
     return fig
 
 
-def evaluate_runs(runs: dict, n_resamples: int = 2000, progress: bool = True) -> None:
-    """``gpcore evaluate`` every run not evaluated yet (predictions and tables are cached)."""
+def evaluate_runs(runs: dict, n_resamples: int | None = None, progress: bool = True) -> None:
+    """``gpcore evaluate`` every run not evaluated yet (predictions and tables are cached);
+    ``n_resamples`` defaults to the profile's ``explain.n_resamples``."""
     from .evaluate import evaluate
+    from .explain import ExplainConfig
 
     for run in runs.values():
+        if n_resamples is None:
+            profile = json.loads((run / "summary.json").read_text())["profile"]
+            n_resamples = ExplainConfig.from_profile(profile).n_resamples
         if not (run / "evaluation" / "offset_choice.json").is_file():
             evaluate(run, n_resamples=n_resamples, progress=progress)
 
