@@ -44,6 +44,7 @@ from ..data.store import SliceStore
 from ..io import atomic_path
 from ..models import create_model, save_model
 from .config import resolve_config
+from .fast import FastPaths
 from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .metrics import balanced_class_weights, classification_scores
 from .objectives import CrossEntropyObjective, TrainingContext, build_objective
@@ -56,11 +57,6 @@ def _device(cfg: dict) -> torch.device:
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(want)
-
-
-def _fast(cfg: dict, key: str, device: torch.device) -> bool:
-    value = cfg["train"]["fast"].get(key, False)
-    return device.type == "cuda" if value == "auto" else bool(value)
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -175,10 +171,9 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
     if tc["deterministic"]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = _fast(cfg, "cudnn_benchmark", device) and \
-        not tc["deterministic"]
-    amp = _fast(cfg, "bf16", device)
-    channels_last = _fast(cfg, "channels_last", device)
+    fast = FastPaths.from_config(tc["fast"], device, deterministic=tc["deterministic"])
+    fast.apply_backend_flags()
+    amp, channels_last = fast.bf16, fast.channels_last
 
     # ---- data -----------------------------------------------------------------------------
     store = SliceStore(store_dir)
@@ -203,7 +198,7 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
     sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=seed, drop_last=False)
     workers = int(tc["num_workers"])
-    loader_kw = {"num_workers": workers, "pin_memory": _fast(cfg, "pin_memory", device),
+    loader_kw = {"num_workers": workers, "pin_memory": fast.pin_memory,
                  # persistent workers keep their RNG streams across epochs, which would make
                  # an epoch depend on the ones before it: off in deterministic mode
                  "persistent_workers": workers > 0 and bool(tc["fast"]["persistent_workers"])
@@ -233,12 +228,8 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
         ddp_net = DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None)
-    step_net = ddp_net
-    if tc["fast"].get("compile"):
-        try:
-            step_net = torch.compile(ddp_net)
-        except Exception as err:  # an unsupported platform must not stop training
-            print(f"[train] torch.compile failed ({err}); continuing in eager mode")
+    # compile falls back to eager (with a warning) when it fails on this platform
+    step_net = fast.compile_model(ddp_net) if fast.compile else ddp_net
     ctx = TrainingContext(
         net=net, step_net=step_net, weights=weights, info=info, device=device, amp=amp,
         channels_last=channels_last, accumulate=int(tc["accumulate"]),
@@ -277,6 +268,7 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
                             else "patient-level"},
                   "class_weights": weights_np.tolist(), "classes": store.classes,
                   "world_size": info.world_size, "device": str(device),
+                  "fast_paths": fast.describe(),
                   "versions": _versions()}
         with atomic_path(out / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(record, sort_keys=False))
