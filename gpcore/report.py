@@ -75,7 +75,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", help="results/<study>/<profile> folders")
     parser.add_argument("--readme", help="rewrite this file's results section (else print)")
+    parser.add_argument("--figure", help="copy this PNG to docs/figures/overview.png, the "
+                                         "README's top figure (e.g. figures/phantom/quick/"
+                                         "explanation_grid.png)")
     args = parser.parse_args(argv)
+    if args.figure:
+        import shutil
+
+        dst = Path(args.readme or "README.md").resolve().parent / "docs/figures/overview.png"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.figure, dst)
     folders = [Path(f) for f in args.results]
     if args.readme:
         update_readme(Path(args.readme), folders)
