@@ -1,4 +1,4 @@
-"""The papermill study runner on the models stage (the whole smoke study: test_smoke_study.py) (needs the "gpcore" kernel that
+"""The papermill study runner on the models and data stages (the whole smoke study: test_smoke_study.py) (needs the "gpcore" kernel that
 run_tests.sh registers)."""
 import json
 
@@ -12,7 +12,7 @@ from gpcore.study import STAGES, Stage, run_study
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    assert run_study(profile="smoke", output_root=out, stages=["models"]) == 0
+    assert run_study(profile="smoke", output_root=out, stages=["models", "data"]) == 0
     return out
 
 
@@ -34,7 +34,7 @@ def test_reference_equivalence_table_when_shared_data_is_present(smoke_run, shar
 
 
 def test_unchanged_stage_is_skipped(smoke_run, capsys):
-    assert run_study(profile="smoke", output_root=smoke_run, stages=["models"]) == 0
+    assert run_study(profile="smoke", output_root=smoke_run, stages=["models", "data"]) == 0
     assert "unchanged since its last run, skipped" in capsys.readouterr().out
 
 
