@@ -224,3 +224,21 @@ def test_report_writer(tmp_path, monkeypatch):
     assert tg["n_patients"] == 3 and tg["n_patients_healthy_only"] == 1
     assert tg["patient_grade_auc"] == pytest.approx(0.5)
     assert len(pd.read_csv(tmp_path / "tables/patient_grade.csv")) == 3
+
+
+def test_report_without_a_healthy_class_grades_every_slice_and_patient(tmp_path):
+    """Figshare-like classes (every slice holds a tumour): accuracy over all slices and a
+    patient class from the mean probability, instead of an error."""
+    import numpy as np
+    import pandas as pd
+
+    classes = ["meningioma", "glioma", "pituitary"]
+    y = np.array([0, 0, 1, 1, 2, 2])
+    prob = np.eye(3)[[0, 1, 1, 1, 2, 0]] * 0.8 + 0.2 / 3
+    out = tumour_only_grade_accuracy(y, prob, classes)
+    assert out["n_slices"] == 6 and out["grade_accuracy"] == pytest.approx(4 / 6)
+    write_classification_report(y, prob, classes, np.array(list("aabbcc")), tmp_path,
+                                tmp_path / "f", "test")
+    patients = pd.read_csv(tmp_path / "patient_grade.csv")
+    assert patients.set_index("patient_id").loc["b", "pred_grade"] == "glioma"
+    assert len(patients) == 3

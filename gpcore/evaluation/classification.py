@@ -145,6 +145,11 @@ def tumour_only_grade_accuracy(y_true, prob, classes: Sequence[str],
     "n_predicted_healthy"}``; accuracies are nan when there is no tumour slice.
     """
     y, prob, classes = _inputs(y_true, prob, classes)
+    if healthy not in classes:  # e.g. Figshare: every slice holds a tumour, all classes grade
+        full = prob.argmax(axis=1)
+        acc = float((full == y).mean()) if len(y) else float("nan")
+        return {"n_slices": int(len(y)), "grade_accuracy": acc, "three_class_accuracy": acc,
+                "n_predicted_healthy": 0}
     h, tumour_cols = _split_classes(classes, healthy)
     sel = y != h
     n = int(sel.sum())
@@ -369,6 +374,17 @@ def write_classification_report(y_true, prob, classes: Sequence[str], patient_id
                                                      ptable["pred_grade"]).mean())
                                               if len(ptable) else float("nan")),
                       patient_grade_auc=patient_grade_auc(ptable, high=high))
+    elif healthy not in classes:  # tumour types (Figshare): patient class from mean probability
+        frame = pd.DataFrame(prob, columns=classes).assign(patient_id=np.asarray(patient_ids), y=y)
+        rows = []
+        for pid, part in frame.groupby("patient_id", sort=False):
+            mean = part[classes].to_numpy().mean(axis=0)
+            rows.append({"patient_id": pid, "true_grade": classes[int(part.y.mode().iloc[0])],
+                         "pred_grade": classes[int(mean.argmax())], "score": float(mean.max()),
+                         "n_slices": len(part)})
+        ptable = pd.DataFrame(rows)
+        tumour.update(n_patients=len(ptable), patient_accuracy=float(
+            (ptable["true_grade"] == ptable["pred_grade"]).mean()) if len(ptable) else np.nan)
     else:  # no LGG/HGG pair to grade per patient
         ptable = pd.DataFrame(columns=["patient_id", "true_grade", "pred_grade", "score"])
 
