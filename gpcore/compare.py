@@ -134,7 +134,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig 
     wide.append({"model": "all-brain mask (baseline)",
                  "median Dice [95% CI]": _fmt(base["dice"]["estimate"], base["dice"]["low"],
                                               base["dice"]["high"]),
-                 "healthy FP rate": "1.000",
+                 "healthy FP rate": "1.000" if "Healthy" in first["store"].classes else "–",
                  "AP (slice mean)": _fmt(base["ap"]["estimate"], base["ap"]["low"],
                                          base["ap"]["high"])})
     long.append({"model": "all_brain_mask", "metric": "median_dice", **base["dice"]})

@@ -34,8 +34,10 @@ def section(results: Path) -> str:
     env = results / "environment.json"
     if env.is_file():
         e = json.loads(env.read_text())
-        lines += [f"Run on {e.get('machine', '?')}, {e.get('finished', '')[:16]} "
-                  f"(torch {e.get('torch', '?')}); whole study {e.get('study_minutes', '?')} min.", ""]
+        lines += [f"Run on {e.get('machine', '?')}, finished {e.get('finished', '')[:16]} "
+                  f"(torch {e.get('torch', '?')}); the latest run of each stage took "
+                  f"{e.get('study_minutes', '?')} min in all (a stage that reused cached runs "
+                  f"counts only its own time; training times per model below).", ""]
     comparison = results / "comparison.csv"
     if comparison.is_file():
         table = pd.read_csv(comparison, keep_default_na=False)
