@@ -15,8 +15,7 @@ import time
 
 import torch
 
-from gpcore.efficiency import make_batch, make_optimiser
-from gpcore.models import create_model
+from gpcore.efficiency import training_step
 from gpcore.training.fast import FastPaths
 
 #: operator name fragments -> category (first match wins; matched on the lower-cased name)
@@ -47,19 +46,7 @@ def profile_variant(model_name: str, size: int, batch: int, variant: str, device
     fast = FastPaths(device=torch.device(device), bf16="bf16" in variant,
                      channels_last="channels_last" in variant)
     torch.manual_seed(0)
-    net = fast.prepare_model(create_model(model_name).to(device)).train()
-    opt = make_optimiser(net, fast)
-    x, y = make_batch(batch, net.in_channels, size, device)
-    x = fast.prepare_batch(x)
-    weights = torch.ones(3, device=device)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with fast.autocast():
-            logits = net(x)
-        loss = torch.nn.functional.cross_entropy(logits.float(), y, weight=weights)
-        loss.backward()
-        opt.step()
+    step = training_step(model_name, fast, batch, size)  # what benchmarks.run times
 
     for _ in range(2):
         step()

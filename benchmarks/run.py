@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from gpcore.efficiency import (CLASS_WEIGHTS, PeakMemory, build, environment, forward_flops,
+from gpcore.efficiency import (CLASS_WEIGHTS, build, environment, forward_flops,
                                make_optimiser, matmul_peak, sync, time_inference,
                                time_training, training_flops)
 from gpcore.training.fast import SWITCHES, FastPaths
@@ -346,7 +346,7 @@ def markdown(df: pd.DataFrame, env: dict, plan: Plan, device: str, wall_s: float
                   f"back to back, are the more reliable numbers.", ""]
     if plan.note:
         lines += [f"Configuration: {plan.note}.", ""]
-    lines += [f"Paths: " + "; ".join(f"`{v}` = {p}" for v, p in env["paths"].items()) + ". "
+    lines += ["Paths: " + "; ".join(f"`{v}` = {p}" for v, p in env["paths"].items()) + ". "
               f"Measured matmul peak (`torch.mm`): fp32 {peaks.get('fp32', math.nan):,.0f} "
               f"GFLOP/s, bf16 {peaks.get('bf16', math.nan):,.0f} GFLOP/s; % peak is against "
               f"the peak of the precision the path computes in.", ""]

@@ -17,6 +17,16 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models: one thread is faster, and immune to the multi-second stalls of OpenMP
+    barriers when the machine's cores are busy with other jobs (``pytestmark`` of a module)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

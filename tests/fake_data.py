@@ -50,3 +50,17 @@ def fake_samples(n_patients: int = 6, per_patient: int = 3) -> list[SliceSample]
                                    ["meningioma", "glioma", "pituitary"][p % 3], 1 + p % 4,
                                    Path(f"/nonexistent/{sid}.jpg"), None, loader=fake_slice))
     return out
+
+
+def fake_store(root: Path, n_subjects: int = 10, size: int = 16, n_folds: int = 2):
+    """A slice store of ``n_subjects`` fake subjects (odd: HGG, even: LGG; 8 slices each) at
+    ``size`` and its patient-level split; returns ``(store folder, split path)``."""
+    from gpcore.data.splits import patient_split, save_split
+    from gpcore.data.store import build_store
+
+    subjects = [fake_subject(i, "HGG" if i % 2 else "LGG") for i in range(1, n_subjects + 1)]
+    store = build_store(subjects, Path(root) / "store", source={"kind": "test"}, size=size,
+                        workers=1, progress=False)
+    split = save_split(patient_split(store.index, n_folds=n_folds, val_fraction=0.25, seed=0),
+                       Path(root) / "split.csv")
+    return Path(root) / "store", split

@@ -9,13 +9,7 @@ from gpcore.training import resolve_config, train
 SMALL = {"depth": 18, "width": 8, "hidden": 16}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops on a shared 2-core machine: one thread avoids OpenMP contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**kw):
@@ -77,16 +71,10 @@ def test_config_uses_the_reference_optimiser_and_cross_entropy():
 
 
 def test_training_writes_a_reloadable_checkpoint(tmp_path):
-    from gpcore.data.splits import patient_split, save_split
-    from gpcore.data.store import build_store
-    from fake_data import fake_subject
+    from fake_data import fake_store
 
-    subjects = [fake_subject(i, "HGG" if i % 2 else "LGG") for i in range(1, 9)]
-    store = build_store(subjects, tmp_path / "store", source={"kind": "test"}, size=16,
-                        workers=1, progress=False)
-    split = save_split(patient_split(store.index, n_folds=2, val_fraction=0.25, seed=0),
-                       tmp_path / "split.csv")
-    out = train(tmp_path / "store", split, tmp_path / "run", model="cnn_gradcam",
+    store, split = fake_store(tmp_path, 8)
+    out = train(store, split, tmp_path / "run", model="cnn_gradcam",
                 profile="smoke", progress=False, overrides=["train.num_workers=0"])
     metrics = pd.read_csv(out / "metrics.csv")
     assert metrics.epoch.tolist() == [1, 2] and "pushed" not in metrics

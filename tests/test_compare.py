@@ -6,12 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpcore.data.splits import patient_split, save_split
-from gpcore.data.store import build_store
 from gpcore.evaluation.explanation import activation_precision, deletion_curve
 from gpcore.explain import ExplainConfig, explain_run, load_run, own_maps, spread_rows
 from gpcore.training import train
-from fake_data import fake_subject
+from fake_data import fake_store
 
 CFG = ExplainConfig(occlusion_window=5, occlusion_stride=4, captum_max_slices=6,
                     ids_max_slices=24, batch_size=8, n_resamples=100)
@@ -20,12 +18,8 @@ CFG = ExplainConfig(occlusion_window=5, occlusion_stride=4, captum_max_slices=6,
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
-    subjects = [fake_subject(i, "HGG" if i % 2 else "LGG") for i in range(1, 9)]
-    store = build_store(subjects, root / "store", source={"kind": "test"}, size=16, workers=1,
-                        progress=False)
-    split = save_split(patient_split(store.index, n_folds=2, val_fraction=0.25, seed=0),
-                       root / "split.csv")
-    return [train(root / "store", split, root / name, model=name, profile="smoke",
+    store, split = fake_store(root, 8)
+    return [train(store, split, root / name, model=name, profile="smoke",
                   progress=False, overrides=["train.epochs=1"])
             for name in ("gp_unet", "gp_recon_resnet")]
 

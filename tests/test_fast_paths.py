@@ -12,14 +12,7 @@ MODELS = sorted(SMALL)
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster, and immune to the multi-second stalls of OpenMP
-    barriers when the machine's cores are busy with other jobs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(name, **switches):

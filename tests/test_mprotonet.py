@@ -20,13 +20,7 @@ from gpcore.training.engine import warmup_cosine
 SMALL = {"depth": 18, "width": 8, "prototype_dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops on a shared 2-core machine: one thread avoids OpenMP contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**kw):
@@ -298,17 +292,9 @@ def test_joint_optimiser_groups_leave_w_cls_out():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """10 fake subjects, 8 slices each, 16x16 (see test_training.py)."""
-    from gpcore.data.splits import patient_split, save_split
-    from gpcore.data.store import build_store
-    from fake_data import fake_subject
+    from fake_data import fake_store
 
-    root = tmp_path_factory.mktemp("mproto")
-    subjects = [fake_subject(i, "HGG" if i % 2 else "LGG") for i in range(1, 11)]
-    store = build_store(subjects, root / "store", source={"kind": "test"}, size=16, workers=1,
-                        progress=False)
-    split = save_split(patient_split(store.index, n_folds=2, val_fraction=0.25, seed=0),
-                       root / "split.csv")
-    return root / "store", split
+    return fake_store(tmp_path_factory.mktemp("mproto"), 10)
 
 
 FAST = ["train.num_workers=0", "train.mprotonet.push_every=1",

@@ -13,11 +13,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from gpcore.data.splits import patient_split, save_split
-from gpcore.data.store import build_store
 from gpcore.models import create_model, read_checkpoint_meta
 from gpcore.training import resolve_config, train
-from fake_data import fake_subject
+from fake_data import fake_store
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -25,13 +23,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """10 fake subjects, 8 slices each (a multiple of every batch size used here), 16×16."""
-    root = tmp_path_factory.mktemp("train")
-    subjects = [fake_subject(i, "HGG" if i % 2 else "LGG") for i in range(1, 11)]
-    store = build_store(subjects, root / "store", source={"kind": "test"}, size=16, workers=1,
-                        progress=False)
-    split = save_split(patient_split(store.index, n_folds=2, val_fraction=0.25, seed=0),
-                       root / "split.csv")
-    return root / "store", split
+    return fake_store(tmp_path_factory.mktemp("train"), 10)
 
 
 def _cli(store, split, out, *extra, resume=False):
