@@ -164,6 +164,8 @@ def _figures(runs, explained, positions, first, out: Path, title: str) -> None:
     images = [np.asarray(first["store"].images[rows[p], contrast], float) for p in positions]
     masks = [test["masks"][p] > 0 for p in positions]
     classes = list(first["store"].classes)
+    # each model's saved maps, decompressed once (an NpzFile decompresses on every access)
+    saved = {name: dict(np.load(folder / "maps.npz")) for name, folder in explained}
 
     # same slices, every model's own map (ground-truth class)
     n = len(positions)
@@ -174,8 +176,8 @@ def _figures(runs, explained, positions, first, out: Path, title: str) -> None:
         axes[i, 0].contour(masks[i], levels=[0.5], colors="lime", linewidths=0.7)
         axes[i, 0].set_ylabel(f"{test['patient_ids'][p]}\n{classes[test['labels'][p]]}",
                               fontsize=6)
-        for j, (name, folder) in enumerate(explained):
-            maps = np.load(folder / "maps.npz")
+        for j, (name, _) in enumerate(explained):
+            maps = saved[name]
             k = int(np.flatnonzero(maps["positions"] == p)[0])
             ax = axes[i, j + 1]
             ax.imshow(images[i], cmap="gray")
@@ -196,8 +198,8 @@ def _figures(runs, explained, positions, first, out: Path, title: str) -> None:
     kinds = ("own", "occlusion", "guided_backprop")
     fig, axes = plt.subplots(len(runs), 3 * len(shown), squeeze=False,
                              figsize=(1.9 * 3 * len(shown), 1.9 * len(runs)))
-    for r, (name, folder) in enumerate(explained):
-        maps = np.load(folder / "maps.npz")
+    for r, (name, _) in enumerate(explained):
+        maps = saved[name]
         for s, p in enumerate(shown):
             k = int(np.flatnonzero(maps["positions"] == p)[0])
             for c, kind in enumerate(kinds):
