@@ -80,7 +80,20 @@ def all_brain_baseline(loaded: dict, n_resamples: int) -> dict:
           for b, p in zip(brain, tumour)]
     pids = test["patient_ids"][tumour]
     return {"dice": summarise(pd.Series(dice), pids, "median", n_resamples, 0),
-            "ap": summarise(pd.Series(ap), pids, "mean", n_resamples, 0)}
+            "ap": summarise(pd.Series(ap), pids, "mean", n_resamples, 0),
+            "positions": tumour, "slice_dice": np.asarray(dice, np.float64), "patients": pids}
+
+
+def dice_gain_over(run: Path, base: dict, n_resamples: int) -> dict:
+    """Paired patient-bootstrap difference of median test Dice (validation-chosen offset):
+    the run's per-slice Dice minus the all-brain mask's on the same GT-tumour slices."""
+    from .evaluation.segmentation import bootstrap_median_difference_ci
+
+    scores = pd.read_csv(run / "evaluation" / "segmentation_slices.csv")
+    dice = scores.set_index("row")["dice"].reindex(base["positions"]).to_numpy(np.float64)
+    est, low, high = bootstrap_median_difference_ci(dice, base["slice_dice"], base["patients"],
+                                                    n_resamples, seed=0)
+    return {"estimate": est, "low": low, "high": high, "n": int(np.isfinite(dice).sum())}
 
 
 def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig | None = None,
@@ -101,6 +114,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig 
     first = load_run(runs[0], device)
     rows0 = first["test"]["index"]["row"].to_numpy()
     positions = figure_positions(first["test"])
+    base = all_brain_baseline(first, n_resamples)
     wide, long, explained = [], [], []
     for run in runs:
         ev = _evaluation_rows(run)
@@ -112,15 +126,19 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig 
         ex = json.loads((folder / "explain.json").read_text())
         explained.append((ex["model"], folder))
         d, fp = ev["dice"], ev["fp"]
+        gain = dice_gain_over(run, base, n_resamples)
         row = {"model": ex["model"], "macro-F1": f"{ev['macro_f1']:.3f}",
                "median Dice [95% CI]": _fmt(d["estimate"], d["low"], d["high"]) if d is not None
                else "–",
+               "Δ median Dice vs all-brain [95% CI]": _fmt(*(gain[k] for k in
+                                                              ("estimate", "low", "high"))),
                "healthy FP rate": _fmt(fp["estimate"]) if fp is not None else "–",
                "offset (val)": f"{ev['offset']:g}{' +clean' if ev['cleanup'] else ''}"}
         long.append({"model": ex["model"], "metric": "macro_f1", "estimate": ev["macro_f1"]})
         if d is not None:
             long.append({"model": ex["model"], "metric": "median_dice", "estimate": d["estimate"],
                          "low": d["low"], "high": d["high"], "n": d["n_slices"]})
+        long.append({"model": ex["model"], "metric": "median_dice_minus_all_brain", **gain})
         if fp is not None:
             long.append({"model": ex["model"], "metric": "healthy_fp_rate",
                          "estimate": fp["estimate"], "low": fp["low"], "high": fp["high"]})
@@ -130,7 +148,6 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig 
             long.append({"model": ex["model"], "metric": key, **m})
         row["guided backprop"] = ex["guided_backprop"].split(":")[0]
         wide.append(row)
-    base = all_brain_baseline(first, n_resamples)
     wide.append({"model": "all-brain mask (baseline)",
                  "median Dice [95% CI]": _fmt(base["dice"]["estimate"], base["dice"]["low"],
                                               base["dice"]["high"]),

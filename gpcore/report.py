@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from .io import atomic_path
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-COMPARISON_COLUMNS = ["model", "macro-F1", "median Dice [95% CI]", "healthy FP rate",
+COMPARISON_COLUMNS = ["model", "macro-F1", "median Dice [95% CI]",
+                      "Δ median Dice vs all-brain [95% CI]", "healthy FP rate",
                       "offset (val)", "AP (slice mean)", "IDS ↓", "pointing game",
                       "Spearman vs occlusion", "Spearman vs guided BP"]
 
@@ -43,7 +46,9 @@ def section(results: Path) -> str:
         table = pd.read_csv(comparison, keep_default_na=False)
         run = table["run"].iloc[0]
         lines += [f"**Test patients** ({run}); median Dice over ground-truth tumour slices with a "
-                  f"patient-bootstrap 95 % CI, offset chosen on validation patients; AP / IDS as "
+                  f"patient-bootstrap 95 % CI, offset chosen on validation patients (Δ: the "
+                  f"model's median minus the all-brain mask's on the same slices, paired "
+                  f"bootstrap); AP / IDS as "
                   f"MProtoNet defines them (ground-truth-class maps):", "",
                   _md(table[[c for c in COMPARISON_COLUMNS if c in table.columns]]), ""]
     training = results / "training.csv"
@@ -68,7 +73,8 @@ def update_readme(readme: Path, folders: list[Path]) -> str:
             "edit the tables' source, not this text -->")
     new = re.sub(re.escape(START) + ".*?" + re.escape(END),
                  lambda _: f"{START}\n{note}\n\n{body}\n{END}", text, flags=re.S)
-    Path(readme).write_text(new)
+    with atomic_path(readme) as tmp:  # a failed write leaves the README as it was
+        tmp.write_text(new)
     return body
 
 
@@ -86,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
         dst = Path(args.readme or "README.md").resolve().parent / "docs/figures/overview.png"
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.figure, dst)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(args.figure, tmp)
     folders = [Path(f) for f in args.results]
     if args.readme:
         update_readme(Path(args.readme), folders)

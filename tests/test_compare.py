@@ -39,6 +39,13 @@ def test_compare_writes_table_figures_and_reuses_explanations(runs, tmp_path):
     assert table["model"].tolist() == ["gp_unet", "gp_recon_resnet", "all-brain mask (baseline)"]
     assert table.loc[1, "guided backprop"] == "not guided"  # PReLU model, stated
     long = pd.read_csv(out / "comparison_long.csv")
+    # the paired gain over the all-brain mask: model median minus baseline median, same slices
+    base = long[(long.model == "all_brain_mask") & (long.metric == "median_dice")]["estimate"]
+    for name in ("gp_unet", "gp_recon_resnet"):
+        dice = long[(long.model == name) & (long.metric == "median_dice")]["estimate"]
+        gain = long[(long.model == name) & (long.metric == "median_dice_minus_all_brain")]
+        assert gain["estimate"].iloc[0] == pytest.approx(dice.iloc[0] - base.iloc[0])
+        assert gain["low"].iloc[0] <= gain["estimate"].iloc[0] <= gain["high"].iloc[0]
     ids = long[long.metric == "ids"]["estimate"]
     assert len(ids) == 2 and ids.between(0, 1).all()
     for name in ("explanation_grid", "captum_grid", "deletion_curves"):

@@ -6,7 +6,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 from gpcore.evaluation import segmentation as seg
-from gpcore.evaluation.segmentation import (bootstrap_mean_ci, bootstrap_median_ci, dice_iou,
+from gpcore.evaluation.segmentation import (bootstrap_mean_ci, bootstrap_median_ci,
+                                             bootstrap_median_difference_ci, dice_iou,
                                             evaluate_with_validation_offset, patient_dice_3d,
                                             score_slices, segmentation_summary, select_offset)
 from gpcore.segmentation import heatmap_to_mask
@@ -147,6 +148,38 @@ def test_bootstrap_matches_slow_reference(s, g, decimals):
     groups = rng.integers(0, g, s).astype(str)
     assert bootstrap_median_ci(values, groups, 400, seed=3) == _slow_bootstrap(values, groups,
                                                                                400, seed=3)
+
+
+@pytest.mark.parametrize("s,g", [(40, 6), (301, 30), (9, 9)])
+def test_paired_median_difference_matches_slow_reference(s, g):
+    rng = np.random.default_rng(s)
+    a, b = np.round(rng.random(s), 2), np.round(rng.random(s) * 0.5, 2)
+    a[0] = np.nan  # dropped from both
+    groups = rng.integers(0, g, s).astype(str)
+    keep = ~np.isnan(a)
+    _, gi = np.unique(groups[keep], return_inverse=True)
+    rng2 = np.random.default_rng(5)
+    diffs = []
+    for _ in range(300):  # the same patients drawn for both scores
+        w = np.bincount(rng2.integers(0, gi.max() + 1, size=gi.max() + 1),
+                        minlength=gi.max() + 1)[gi]
+        diffs.append(np.median(np.repeat(a[keep], w)) - np.median(np.repeat(b[keep], w)))
+    est, low, high = bootstrap_median_difference_ci(a, b, groups, 300, seed=5)
+    assert est == pytest.approx(np.median(a[keep]) - np.median(b[keep]))
+    assert (low, high) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])))
+
+
+def test_paired_difference_cancels_shared_patient_effects():
+    # every slice of model a beats b by exactly 0.1, patients differ a lot: the paired CI is
+    # the single point 0.1, while the unpaired CIs of the two medians overlap
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(6), 20)
+    b = rng.random(6)[groups] * 0.5 + rng.random(120) * 0.01
+    diff = bootstrap_median_difference_ci(b + 0.1, b, groups, 500)
+    assert diff == pytest.approx((0.1, 0.1, 0.1))
+    assert bootstrap_median_ci(b + 0.1, groups, 500)[1] < bootstrap_median_ci(b, groups, 500)[2]
+    with pytest.raises(ValueError, match="differ in length"):
+        bootstrap_median_difference_ci(b, b[:3], groups)
 
 
 def test_bootstrap_single_patient_and_nan():

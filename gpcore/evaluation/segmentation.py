@@ -271,6 +271,42 @@ def bootstrap_median_ci(values, groups, n_resamples: int = 10000, ci: float = 0.
     return (float(np.median(v)),) + _percentile_interval(meds, ci)
 
 
+def bootstrap_median_difference_ci(values_a, values_b, groups, n_resamples: int = 10000,
+                                   ci: float = 0.95, seed: int = 0
+                                   ) -> tuple[float, float, float]:
+    """Paired difference ``median(a) - median(b)`` of two scores of the **same** slices
+    (``values_a, values_b, groups (S,)``, e.g. a model's Dice and a baseline's), with a
+    patient-bootstrap percentile CI: each resample draws the patients once and takes both
+    medians on it, so the patient-to-patient variation both share cancels. Slices where
+    either value is NaN are dropped. Returns ``(difference, low, high)``; nan without values.
+    """
+    a = np.asarray(values_a, np.float64).reshape(-1)
+    b = np.asarray(values_b, np.float64).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    if not len(a) == len(b) == len(groups):
+        raise ValueError(f"values_a, values_b and groups differ in length: "
+                         f"{len(a)}, {len(b)}, {len(groups)}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    if not keep.any():
+        return np.nan, np.nan, np.nan
+    _, g = np.unique(groups[keep], return_inverse=True)
+    g = g.reshape(-1)
+    n_groups = int(g.max()) + 1
+    indices = []
+    for v in (a[keep], b[keep]):
+        order = np.argsort(v, kind="stable")
+        indices.append(_RankIndex(v[order], g[order], n_groups))
+    rng = np.random.default_rng(seed)
+    block = max(1, _BLOCK_ELEMENTS // max(n_groups, *(i.nc for i in indices),
+                                          *(i.L for i in indices)))
+    diffs = np.empty(n_resamples)
+    for start in range(0, n_resamples, block):
+        counts = _draw_counts(rng, n_groups, min(block, n_resamples - start))
+        diffs[start:start + len(counts)] = indices[0].medians(counts) - \
+            indices[1].medians(counts)
+    return (float(np.median(a[keep]) - np.median(b[keep])),) + _percentile_interval(diffs, ci)
+
+
 def bootstrap_mean_ci(values, groups, n_resamples: int = 10000, ci: float = 0.95,
                       seed: int = 0) -> tuple[float, float, float]:
     """Mean of ``values (S,)`` with the patient-level bootstrap percentile CI of

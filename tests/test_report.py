@@ -1,0 +1,53 @@
+"""python -m gpcore.report: the README's results section is generated from the result tables."""
+import json
+
+import pandas as pd
+import pytest
+
+from gpcore.report import END, START, main, section
+
+
+@pytest.fixture()
+def results(tmp_path):
+    folder = tmp_path / "results" / "phantom" / "quick"
+    folder.mkdir(parents=True)
+    pd.DataFrame([{"run": "synthetic phantom, fold 0", "model": "gp_unet", "macro-F1": "0.668",
+                   "median Dice [95% CI]": "0.386 [0.060, 0.786]",
+                   "Δ median Dice vs all-brain [95% CI]": "0.266 [0.010, 0.600]",
+                   "healthy FP rate": "0.068", "extra column": "not shown"}]
+                 ).to_csv(folder / "comparison.csv", index=False)
+    pd.DataFrame([{"model": "gp_unet", "fold": 0, "epochs": 30, "best_epoch": 28,
+                   "val_macro_f1": 0.42, "train_seconds": 236.4}]
+                 ).to_csv(folder / "training.csv", index=False)
+    (folder / "environment.json").write_text(json.dumps(
+        {"machine": "test CPU, 2 cores", "torch": "2.13.0+cpu", "finished": "2026-11-27T09:15",
+         "study_minutes": 21.5}))
+    return folder
+
+
+def test_section_holds_the_tables_values(results):
+    text = section(results)
+    assert text.startswith("### phantom · quick")
+    assert "0.386 [0.060, 0.786]" in text and "0.266 [0.010, 0.600]" in text
+    assert "test CPU, 2 cores" in text and "21.5 min" in text and "236 |" in text  # 3 significant digits
+    assert "not shown" not in text
+
+
+def test_readme_rewritten_between_markers_only(results, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# top\n{START}\nold numbers\n{END}\ntail\n")
+    figure = tmp_path / "grid.png"
+    figure.write_bytes(b"\x89PNG fake")
+    assert main([str(results), "--readme", str(readme), "--figure", str(figure)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# top\n") and text.endswith(f"{END}\ntail\n")
+    assert "old numbers" not in text and "0.386 [0.060, 0.786]" in text
+    assert (tmp_path / "docs/figures/overview.png").read_bytes() == b"\x89PNG fake"
+
+
+def test_readme_without_markers_is_refused_and_kept(results, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="markers"):
+        main([str(results), "--readme", str(readme)])
+    assert readme.read_text() == "# no markers\n"
