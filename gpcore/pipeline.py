@@ -7,10 +7,15 @@ Run folders: ``runs/<study>/<profile>/<model>/fold<k>/`` (``gpcore train`` layou
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 #: every model of the study, in table order: the three GP models, then the baselines
 STUDY_MODELS = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet", "mprotonet", "cnn_gradcam")
@@ -40,19 +45,98 @@ def _finished(run: Path) -> bool:
 
 def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path, profile: str,
                  models: list[str], folds: list[int], overrides: list[str] | None = None,
-                 progress: bool = True) -> dict[tuple[str, int], Path]:
-    """Train every (model, fold) not yet finished; an interrupted run resumes from last.pt."""
-    from .training import train
+                 progress: bool = True, parallel: int | None = None) -> dict[tuple[str, int], Path]:
+    """Train every (model, fold) not yet finished; an interrupted run resumes from last.pt, a
+    run of another configuration is set aside (:func:`set_aside_if_stale`) and retrained.
 
-    runs = {}
+    ``parallel``: runs trained at once, each in its own process with ``cores // parallel``
+    torch threads. Default (None): 2 when every run trains on the CPU and there are >= 2
+    cores - small models scale poorly across threads, so two 1-thread runs side by side
+    finish sooner than one after the other with 2 threads each - else 1.
+    """
+    from tqdm.auto import tqdm
+
+    from .training.config import resolve_config
+
+    runs, todo = {}, []
     for model in models:
         for fold in folds:
+            cfg = resolve_config(profile, model, overrides)
             run = run_path(runs_dir, model, fold)
+            set_aside_if_stale(run, cfg)
             if not _finished(run):
-                train(store_dir, split, run, model=model, fold=fold, profile=profile,
-                      overrides=overrides, resume=(run / "last.pt").is_file(), progress=progress)
+                todo.append((model, fold, run, _train_device(cfg)))
             runs[(model, fold)] = run
+    if parallel is None:
+        cpu_only = all(device == "cpu" for *_, device in todo)
+        parallel = 2 if cpu_only and (os.cpu_count() or 1) >= 2 else 1
+    parallel = max(1, min(int(parallel), len(todo)))
+    jobs = [dict(store_dir=store_dir, split=split, run=run, model=model, fold=fold,
+                 profile=profile, overrides=overrides) for model, fold, run, _ in todo]
+    if parallel == 1:
+        for job in jobs:
+            _train_job(**job, progress=progress)
+        return runs
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    print(f"[training] {len(jobs)} runs, {parallel} at a time with {threads} torch thread(s) "
+          f"each", flush=True)
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
+    with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads,)) as pool, \
+            tqdm(total=len(jobs), desc="training runs", unit="run", disable=not progress) as bar:
+        futures = {pool.submit(_train_job, **job, progress=False): job for job in jobs}
+        for done in as_completed(futures):
+            job = futures[done]
+            seconds = done.result()  # re-raises a failed run's error (it names the run)
+            bar.update(1)
+            bar.write(f"[training] {job['model']} fold {job['fold']}: finished in "
+                      f"{seconds:.0f} s")
     return runs
+
+
+def _train_device(cfg: dict) -> str:
+    want = cfg["train"].get("device", "auto")
+    if want == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(want).split(":")[0]
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_job(store_dir, split, run: Path, model: str, fold: int, profile: str, overrides,
+               progress: bool) -> float:
+    """One training run (resumed when it has a last.pt); returns its wall seconds."""
+    from .training import train
+
+    start = time.perf_counter()
+    try:
+        train(store_dir, split, run, model=model, fold=fold, profile=profile,
+              overrides=overrides, resume=(run / "last.pt").is_file(), progress=progress)
+    except Exception as err:
+        raise RuntimeError(f"training {model} fold {fold} into {run} failed: {err}") from err
+    return time.perf_counter() - start
+
+
+def set_aside_if_stale(run: Path, wanted: dict) -> Path | None:
+    """A run folder trained (or begun) with another configuration than ``wanted`` - e.g. the
+    profile's widths were edited since - must not be reused or resumed: rename it to
+    ``<fold>.stale-<time>`` (nothing is deleted) and return the new path; None if current."""
+    record = run / "config.yaml"
+    if not record.is_file():
+        return None
+    if (yaml.safe_load(record.read_text()) or {}).get("config") == wanted:
+        return None
+    stale = run.with_name(f"{run.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+    run.rename(stale)
+    print(f"[study] {run}: trained with another configuration than the current profile; "
+          f"moved to {stale.name} and retraining", flush=True)
+    return stale
 
 
 def find_runs(runs_dir: str | Path, models: list[str], folds: list[int]) -> dict:

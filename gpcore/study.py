@@ -37,9 +37,12 @@ STAGES = (Stage("models", "01_models.ipynb"), Stage("data", "02_data.ipynb"),
 
 
 def _sources_digest() -> str:
-    """Hash of gpcore's own sources: a code change re-runs the stages."""
+    """Hash of gpcore's sources and of configs/ (profiles, model and training defaults): a code
+    or configuration change re-runs the stages (training then retrains only the runs whose
+    configuration changed, :func:`gpcore.pipeline.set_aside_if_stale`)."""
     h = hashlib.sha256()
-    for path in sorted((ROOT / "gpcore").rglob("*.py")):
+    files = sorted((ROOT / "gpcore").rglob("*.py")) + sorted((ROOT / "configs").rglob("*.yaml"))
+    for path in files:
         h.update(path.relative_to(ROOT).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()

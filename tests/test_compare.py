@@ -74,8 +74,9 @@ def test_explain_metrics_match_direct_computation(runs):
     import torch
 
     pos = spread_rows(np.arange(len(test["labels"])), test["patient_ids"], CFG.ids_max_slices)
-    curve = deletion_curve(LogitsModel(loaded["model"]), model_inputs(loaded, pos),
-                           torch.from_numpy(own_maps(test, pos)), test["labels"][pos])
+    curve = deletion_curve(LogitsModel(loaded["model"], CFG.autocast("cpu")),
+                           model_inputs(loaded, pos), torch.from_numpy(own_maps(test, pos)),
+                           test["labels"][pos], batch_size=CFG.batch_size)
     saved = pd.read_csv(folder / "deletion_curve.csv")
     assert np.allclose(saved.balanced_accuracy, curve[:, 1])
     agreement = pd.read_csv(folder / "agreement_slices.csv")

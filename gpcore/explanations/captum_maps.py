@@ -11,19 +11,33 @@ PReLU, which Captum leaves alone, so its "guided backprop" map is the plain inpu
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
 class LogitsModel(nn.Module):
-    """``(B, C, H, W) -> (B, K)`` logits of ``model``, in eval mode."""
+    """``(B, C, H, W) -> (B, K)`` float32 logits of ``model``, in eval mode.
 
-    def __init__(self, model: nn.Module):
+    ``autocast`` (e.g. ``torch.bfloat16``): the forward runs under ``torch.autocast`` of the
+    input's device and, as in training's fast path, in channels-last layout (the model is
+    converted in place) - on AMX CPUs and GPUs about an order of magnitude faster than fp32 for
+    these small convolutions; ``None``: plain fp32.
+    """
+
+    def __init__(self, model: nn.Module, autocast: torch.dtype | None = None):
         super().__init__()
         self.model = model.eval()
+        self.autocast = autocast
+        if autocast is not None:
+            self.model.to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.model(x)
-        return out[0] if isinstance(out, tuple) else out
+        if self.autocast is None:
+            out = self.model(x)
+        else:
+            with torch.autocast(x.device.type, dtype=self.autocast):
+                out = self.model(x.contiguous(memory_format=torch.channels_last))
+        return (out[0] if isinstance(out, tuple) else out).float()
 
 
 def guided_backprop_note(model: nn.Module) -> str:
@@ -38,24 +52,28 @@ def guided_backprop_note(model: nn.Module) -> str:
 
 
 def occlusion_maps(model: nn.Module, images: Tensor, target: Tensor, window: int = 11,
-                   stride: int = 5, baseline: float = 0.0, per_eval: int = 32) -> Tensor:
+                   stride: int = 5, baseline: float = 0.0, per_eval: int = 32,
+                   autocast: torch.dtype | None = None) -> Tensor:
     """Occlusion attributions ``(B, H, W)``: the drop of the target logit when a
     ``window × window`` patch of every contrast is set to ``baseline`` (0 = background under
-    max-normalisation), sliding by ``stride``, averaged over the windows covering a pixel."""
+    max-normalisation), sliding by ``stride``, averaged over the windows covering a pixel.
+    ``autocast``: see :class:`LogitsModel`."""
     from captum.attr import Occlusion
 
     c = images.shape[1]
-    attr = Occlusion(LogitsModel(model)).attribute(
+    attr = Occlusion(LogitsModel(model, autocast)).attribute(
         images, target=target, sliding_window_shapes=(c, window, window),
         strides=(c, stride, stride), baselines=baseline, perturbations_per_eval=per_eval)
     return attr.mean(1).detach()
 
 
-def guided_backprop_maps(model: nn.Module, images: Tensor, target: Tensor) -> Tensor:
+def guided_backprop_maps(model: nn.Module, images: Tensor, target: Tensor,
+                         autocast: torch.dtype | None = None) -> Tensor:
     """Guided-backpropagation saliency ``(B, H, W)``: the sum over contrasts of the absolute
-    attribution of the target logit (see :func:`guided_backprop_note`)."""
+    attribution of the target logit (see :func:`guided_backprop_note`; ``autocast``: see
+    :class:`LogitsModel`)."""
     from captum.attr import GuidedBackprop
 
     x = images.clone().requires_grad_(True)
-    attr = GuidedBackprop(LogitsModel(model)).attribute(x, target=target)
-    return attr.abs().sum(1).detach()
+    attr = GuidedBackprop(LogitsModel(model, autocast)).attribute(x, target=target)
+    return attr.float().abs().sum(1).detach()

@@ -340,8 +340,9 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
                      "epoch": epoch, "best": best, "stale": stale, "rng": _rng_state()}
             with atomic_path(out / "last.pt") as tmp:
                 torch.save(state, tmp)
-            print(f"[train] epoch {epoch + 1}/{tc['epochs']}: train loss {row['train_loss']:.4f}, "
-                  f"val loss {val_loss:.4f}, val macro-F1 {scores['macro_f1']:.3f}, "
+            print(f"[train] {cfg['model']['name']} epoch {epoch + 1}/{tc['epochs']}: "
+                  f"train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, "
+                  f"val macro-F1 {scores['macro_f1']:.3f}, "
                   f"{row['seconds']:.1f} s" + (" pushed" if between.get("pushed") else "")
                   + (" *" if improved else ""), flush=True)
         barrier(info)
