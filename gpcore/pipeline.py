@@ -63,7 +63,7 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
         for fold in folds:
             cfg = resolve_config(profile, model, overrides)
             run = run_path(runs_dir, model, fold)
-            set_aside_if_stale(run, cfg)
+            set_aside_if_stale(run, cfg, store_dir, split)
             if not _finished(run):
                 todo.append((model, fold, run, _train_device(cfg)))
             runs[(model, fold)] = run
@@ -123,19 +123,32 @@ def _train_job(store_dir, split, run: Path, model: str, fold: int, profile: str,
     return time.perf_counter() - start
 
 
-def set_aside_if_stale(run: Path, wanted: dict) -> Path | None:
-    """A run folder trained (or begun) with another configuration than ``wanted`` - e.g. the
-    profile's widths were edited since - must not be reused or resumed: rename it to
-    ``<fold>.stale-<time>`` (nothing is deleted) and return the new path; None if current."""
-    record = run / "config.yaml"
-    if not record.is_file():
+def set_aside_if_stale(run: Path, wanted: dict, store_dir: str | Path | None = None,
+                       split: str | Path | None = None) -> Path | None:
+    """A run folder begun with another configuration than ``wanted`` (e.g. the profile's widths
+    were edited since), on another slice store (rebuilt, e.g. more phantom subjects) or on
+    another split must not be reused or resumed: rename it to ``<fold>.stale-<time>`` (nothing
+    is deleted) and return the new path; None if it is current or absent."""
+    record_path = run / "config.yaml"
+    if not record_path.is_file():
         return None
-    if (yaml.safe_load(record.read_text()) or {}).get("config") == wanted:
+    record = yaml.safe_load(record_path.read_text()) or {}
+    changed = []
+    if record.get("config") != wanted:
+        changed.append("configuration")
+    if store_dir is not None and (Path(store_dir) / "store.json").is_file():
+        created = json.loads((Path(store_dir) / "store.json").read_text()).get("created")
+        if (record.get("store") or {}).get("created") != created:
+            changed.append("slice store")
+    if split is not None and (run / "split.csv").is_file() and \
+            (run / "split.csv").read_bytes() != Path(split).read_bytes():
+        changed.append("split")
+    if not changed:
         return None
     stale = run.with_name(f"{run.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
     run.rename(stale)
-    print(f"[study] {run}: trained with another configuration than the current profile; "
-          f"moved to {stale.name} and retraining", flush=True)
+    print(f"[study] {run}: trained with another {' and '.join(changed)} than now; moved to "
+          f"{stale.name} and retraining", flush=True)
     return stale
 
 

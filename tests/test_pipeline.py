@@ -44,3 +44,23 @@ def test_parallel_training_matches_the_plan_and_names_a_failed_run(tmp_path):
     with pytest.raises(RuntimeError, match="training no_such_model fold 0"):
         train_models(store, split, tmp_path / "bad", "smoke", ["gp_unet", "no_such_model"],
                      [0], overrides=["train.epochs=1"], progress=False, parallel=2)
+
+
+def test_runs_of_a_rebuilt_store_or_another_split_are_set_aside(tmp_path):
+    from gpcore.pipeline import set_aside_if_stale
+    from gpcore.training.config import resolve_config
+
+    store, split = fake_store(tmp_path, 8)
+    runs_dir = tmp_path / "runs"
+    run = train_models(store, split, runs_dir, "smoke", ["gp_unet"], [0],
+                       overrides=["train.epochs=1"], progress=False)[("gp_unet", 0)]
+    cfg = resolve_config("smoke", "gp_unet", ["train.epochs=1"])
+    assert set_aside_if_stale(run, cfg, store, split) is None  # current: kept in place
+    other = tmp_path / "other_split.csv"
+    other.write_text(split.read_text().replace("val", "train", 1))
+    stale = set_aside_if_stale(run, cfg, store, other)
+    assert stale is not None and not run.exists() and (stale / "summary.json").is_file()
+    stale.rename(run)
+    meta = json.loads((store / "store.json").read_text())
+    (store / "store.json").write_text(json.dumps({**meta, "created": "rebuilt"}))
+    assert set_aside_if_stale(run, cfg, store, split) is not None
