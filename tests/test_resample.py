@@ -40,3 +40,10 @@ def test_half_precision_is_computed_in_float32_and_differentiable():
     fourier_resample(x, (12, 12)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert fourier_resample(x.detach().bfloat16(), (12, 12)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("size", [(12, 8), (3, 4), (6, 10)])
+def test_gradients_up_and_down_sampling(size):
+    # the Nyquist bin is scaled in place (on a view of the FFT output when down-sampling)
+    x = torch.randn(1, 2, 6, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: fourier_resample(t, size), (x,))
