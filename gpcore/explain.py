@@ -188,6 +188,7 @@ def captum_agreement(loaded: dict, positions: np.ndarray, cfg: ExplainConfig,
     own = own_maps(test, positions)
     occ = np.zeros_like(own)
     gbp = np.zeros_like(own)
+    autocast = cfg.autocast(loaded["device"])
     bar = tqdm(total=len(positions), desc=f"{loaded['name']}: occlusion + guided backprop",
                unit="slice", disable=not progress, leave=False)
     for start in range(0, len(positions), cfg.batch_size):
@@ -197,9 +198,9 @@ def captum_agreement(loaded: dict, positions: np.ndarray, cfg: ExplainConfig,
         occ[start:start + len(pos)] = occlusion_maps(
             loaded["model"], x, target, cfg.occlusion_window, cfg.occlusion_stride,
             cfg.occlusion_baseline, per_eval=cfg.batch_size,
-            autocast=cfg.autocast(x.device)).float().cpu().numpy()
+            autocast=autocast).float().cpu().numpy()
         gbp[start:start + len(pos)] = guided_backprop_maps(
-            loaded["model"], x, target, autocast=cfg.autocast(x.device)).float().cpu().numpy()
+            loaded["model"], x, target, autocast=autocast).float().cpu().numpy()
         bar.update(len(pos))
     bar.close()
     brain = brain_masks(loaded, positions)

@@ -57,6 +57,7 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
     from tqdm.auto import tqdm
 
     from .training.config import resolve_config
+    from .training.engine import train_device
 
     runs, todo = {}, []
     for model in models:
@@ -65,7 +66,7 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
             run = run_path(runs_dir, model, fold)
             set_aside_if_stale(run, cfg, store_dir, split)
             if not _finished(run):
-                todo.append((model, fold, run, _train_device(cfg)))
+                todo.append((model, fold, run, train_device(cfg).type))
             runs[(model, fold)] = run
     if parallel is None:
         cpu_only = all(device == "cpu" for *_, device in todo)
@@ -92,15 +93,6 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
             bar.write(f"[training] {job['model']} fold {job['fold']}: finished in "
                       f"{seconds:.0f} s")
     return runs
-
-
-def _train_device(cfg: dict) -> str:
-    want = cfg["train"].get("device", "auto")
-    if want == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(want).split(":")[0]
 
 
 def _init_worker(threads: int) -> None:

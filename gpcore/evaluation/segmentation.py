@@ -246,6 +246,26 @@ class _RankIndex:
         return out / 2
 
 
+def _resampled_medians(samples: list[np.ndarray], g: np.ndarray, n_groups: int,
+                       n_resamples: int, seed: int) -> list[np.ndarray]:
+    """Medians ``(n_resamples,)`` of each of ``samples`` (values ``(S,)`` of the same slices,
+    patients ``g (S,)`` in ``0..n_groups-1``) under the **same** patient-bootstrap draws."""
+    indices = []
+    for v in samples:
+        order = np.argsort(v, kind="stable")
+        indices.append(_RankIndex(v[order], g[order], n_groups))
+    rng = np.random.default_rng(seed)
+    block = max(1, _BLOCK_ELEMENTS // max(n_groups, *(i.nc for i in indices),
+                                          *(i.L for i in indices)))
+    meds = [np.empty(n_resamples) for _ in indices]
+    for start in range(0, n_resamples, block):
+        stop = min(start + block, n_resamples)
+        counts = _draw_counts(rng, n_groups, stop - start)
+        for out, index in zip(meds, indices):
+            out[start:stop] = index.medians(counts)
+    return meds
+
+
 def bootstrap_median_ci(values, groups, n_resamples: int = 10000, ci: float = 0.95,
                         seed: int = 0) -> tuple[float, float, float]:
     """Median of ``values (S,)`` with a patient-level bootstrap percentile CI.
@@ -258,16 +278,7 @@ def bootstrap_median_ci(values, groups, n_resamples: int = 10000, ci: float = 0.
     v, g = _prepare_groups(values, groups)
     if len(v) == 0:
         return np.nan, np.nan, np.nan
-    order = np.argsort(v, kind="stable")
-    v, g = v[order], g[order]
-    n_groups = int(g.max()) + 1
-    index = _RankIndex(v, g, n_groups)
-    rng = np.random.default_rng(seed)
-    block = max(1, _BLOCK_ELEMENTS // max(n_groups, index.nc, index.L))
-    meds = np.empty(n_resamples)
-    for start in range(0, n_resamples, block):
-        stop = min(start + block, n_resamples)
-        meds[start:stop] = index.medians(_draw_counts(rng, n_groups, stop - start))
+    meds, = _resampled_medians([v], g, int(g.max()) + 1, n_resamples, seed)
     return (float(np.median(v)),) + _percentile_interval(meds, ci)
 
 
@@ -291,20 +302,10 @@ def bootstrap_median_difference_ci(values_a, values_b, groups, n_resamples: int 
         return np.nan, np.nan, np.nan
     _, g = np.unique(groups[keep], return_inverse=True)
     g = g.reshape(-1)
-    n_groups = int(g.max()) + 1
-    indices = []
-    for v in (a[keep], b[keep]):
-        order = np.argsort(v, kind="stable")
-        indices.append(_RankIndex(v[order], g[order], n_groups))
-    rng = np.random.default_rng(seed)
-    block = max(1, _BLOCK_ELEMENTS // max(n_groups, *(i.nc for i in indices),
-                                          *(i.L for i in indices)))
-    diffs = np.empty(n_resamples)
-    for start in range(0, n_resamples, block):
-        counts = _draw_counts(rng, n_groups, min(block, n_resamples - start))
-        diffs[start:start + len(counts)] = indices[0].medians(counts) - \
-            indices[1].medians(counts)
-    return (float(np.median(a[keep]) - np.median(b[keep])),) + _percentile_interval(diffs, ci)
+    meds_a, meds_b = _resampled_medians([a[keep], b[keep]], g, int(g.max()) + 1, n_resamples,
+                                        seed)
+    return (float(np.median(a[keep]) - np.median(b[keep])),) + \
+        _percentile_interval(meds_a - meds_b, ci)
 
 
 def bootstrap_mean_ci(values, groups, n_resamples: int = 10000, ci: float = 0.95,

@@ -52,7 +52,8 @@ from .objectives import CrossEntropyObjective, TrainingContext, build_objective
 SELECTION = {"macro_f1": max, "balanced_accuracy": max, "accuracy": max, "val_loss": min}
 
 
-def _device(cfg: dict) -> torch.device:
+def train_device(cfg: dict) -> torch.device:
+    """The device of ``train.device`` (``auto``: CUDA when available, else the CPU)."""
     want = cfg["train"]["device"]
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
@@ -154,7 +155,7 @@ def train(store: str | os.PathLike, split: str | os.PathLike, out_dir: str | os.
             raise FileExistsError(f"{out}: holds a run already; pass --resume to continue it or "
                                   f"choose another --out")
         cfg = resolve_config(profile, model, overrides)
-    device = _device(cfg)
+    device = train_device(cfg)
     info = init_distributed(device.type)
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)
