@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .explain import ExplainConfig, brain_masks, explain_run, load_run, summarise
+from .segmentation.maps import MaskRule
 from .io import save_figure, write_table
 
 # (column, metric key in explain.json, how it reads)
@@ -64,7 +65,7 @@ def _evaluation_rows(run: Path) -> dict:
     choice = json.loads((ev / "offset_choice.json").read_text())
     return {"label": choice["label"], "macro_f1": float(cls["f1_macro"].iloc[0]),
             "balanced_accuracy": float(cls["balanced_accuracy"].iloc[0]),
-            "dice": dice, "fp": fp, "offset": choice["offset"], "cleanup": choice["cleanup"]}
+            "dice": dice, "fp": fp, "mask_rule": MaskRule.from_choice(choice).describe()}
 
 
 def all_brain_baseline(loaded: dict, n_resamples: int) -> dict:
@@ -133,7 +134,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig 
                "Δ median Dice vs all-brain [95% CI]": _fmt(*(gain[k] for k in
                                                               ("estimate", "low", "high"))),
                "healthy FP rate": _fmt(fp["estimate"]) if fp is not None else "–",
-               "offset (val)": f"{ev['offset']:g}{' +clean' if ev['cleanup'] else ''}"}
+               "mask rule (val)": ev["mask_rule"]}
         long.append({"model": ex["model"], "metric": "macro_f1", "estimate": ev["macro_f1"]})
         if d is not None:
             long.append({"model": ex["model"], "metric": "median_dice", "estimate": d["estimate"],

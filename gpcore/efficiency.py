@@ -400,10 +400,11 @@ def environment() -> dict:
             cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    from .training.fast import cpu_has_native_bf16
+    from .training.fast import cpu_bf16_kind
 
-    if cpu_has_native_bf16():
-        cpu += " (AMX bf16)"
+    kind = cpu_bf16_kind()
+    if kind:
+        cpu += f" ({'AMX' if kind == 'amx' else 'AVX-512'} bf16)"
     env = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "torch": torch.__version__, "python": platform.python_version(),
            "date": time.strftime("%Y-%m-%d"), "gpu": None}

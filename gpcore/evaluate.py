@@ -4,9 +4,12 @@ run on its validation and test patients (``shared/spec/evaluation.md``).
 1. Predictions of ``best.safetensors`` on the fold's validation and test slices
    (``RUN_DIR/predictions/{val,test}``; reused when present).
 2. Classification on test: ``gpcore.evaluation.classification.write_classification_report``.
-3. Segmentation: the offset and clean-up are chosen on the **validation** patients (maximum
-   median Dice), frozen, and applied to the test patients; the published offset is reported
-   beside it, labelled "published". Median Dice / IoU with patient-bootstrap CIs, healthy
+3. Segmentation: the map rule (predicted class / sum of tumour maps / tumour-vs-healthy
+   evidence, whole slice or brain only; :mod:`gpcore.segmentation.maps`), the offset and the
+   clean-up are chosen on the **validation** patients (maximum median Dice), frozen, recorded
+   in ``offset_choice.json`` and applied to the test patients; the published setting
+   (predicted class, whole slice, published offset) is reported beside it, labelled
+   "published". Median Dice / IoU with patient-bootstrap CIs, healthy
    false-positive rate, per-patient 3D Dice.
 
 Tables go to ``RUN_DIR/evaluation/`` (CSV + Markdown), figures to
@@ -37,10 +40,13 @@ def _predictions(run: Path, store: SliceStore, rows: np.ndarray, part: str, devi
     if not (folder / "predict.json").is_file():
         predict_store(run / "best.safetensors", store, rows, folder, batch_size=batch_size,
                       device=device, progress=progress)
+    from .segmentation.maps import brain_masks
+
     index = pd.read_csv(folder / "index.csv", dtype={"patient_id": str}, keep_default_na=False)
     return {"index": index, "probabilities": np.load(folder / "probabilities.npy"),
             "heatmaps": np.load(folder / "heatmaps.npy", mmap_mode="r"),
             "masks": np.asarray(store.masks[index["row"].to_numpy()]),
+            "brain": brain_masks(store.images, index["row"].to_numpy()),
             "labels": index["label"].to_numpy(), "patient_ids": index["patient_id"].to_numpy()}
 
 
@@ -83,6 +89,7 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
     from .evaluation.segmentation import (evaluate_with_validation_offset, patient_dice_3d,
                                           score_slices, segmentation_summary)
     from .evaluation.fidelity import confidence_fidelity, plot_confidence_dice, plot_example_grid
+    from .segmentation.maps import MAP_RULES, MaskRule
     from .segmentation.threshold import PUBLISHED_OFFSETS
 
     run = Path(run_dir)
@@ -108,10 +115,11 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
                                           test["patient_ids"], out, figures, label)
 
     healthy = 0 if classes and classes[0] == "Healthy" else None
-    keys = ("heatmaps", "probabilities", "masks", "labels", "patient_ids")
+    keys = ("heatmaps", "probabilities", "masks", "labels", "patient_ids", "brain")
     chosen = evaluate_with_validation_offset(
         {k: data["val"][k] for k in keys}, {k: test[k] for k in keys}, class_names=classes,
-        n_resamples=n_resamples, healthy_class=healthy, workers=workers, channel=channel)
+        n_resamples=n_resamples, healthy_class=healthy, workers=workers, channel=channel,
+        rules=MAP_RULES, in_brain=(False, True))
     published_offset = PUBLISHED_OFFSETS.get(model_name)
     rows = []
     summaries = {"validation-chosen": chosen["summary"]}
@@ -146,9 +154,10 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
     save_figure(fig, figures / "confidence_vs_dice")
     channels = list(store.meta.get("channels") or [])
     fig = plot_example_grid(chosen["scores"], _Rows(store.images, test["index"]["row"]),
-                            test["heatmaps"], test["masks"], classes, chosen["choice"]["offset"],
-                            chosen["choice"]["cleanup"], f"Best, median and worst test slices: "
-                            f"{label}", channels.index("t1ce") if "t1ce" in channels else 0)
+                            test["heatmaps"], test["masks"], classes,
+                            MaskRule.from_choice(chosen["choice"]),
+                            f"Best, median and worst test slices: {label}",
+                            channels.index("t1ce") if "t1ce" in channels else 0, healthy)
     save_figure(fig, figures / "example_grid")
     import matplotlib.pyplot as plt
 

@@ -169,10 +169,12 @@ def deletion(loaded: dict, cfg: ExplainConfig, progress: bool = True
 
 
 def brain_masks(loaded: dict, positions: np.ndarray) -> np.ndarray:
-    """``(n, H, W)`` brain masks: any contrast non-zero (skull-stripped data)."""
+    """``(n, H, W)`` brain masks of the test slices at ``positions``: the same brain as the
+    map rules' restriction (:func:`gpcore.segmentation.maps.brain_mask`)."""
+    from .segmentation.maps import brain_masks as store_brain_masks
+
     rows = loaded["test"]["index"]["row"].to_numpy()[positions]
-    return np.stack([np.asarray(loaded["store"].images[r]).any(0) for r in rows]) \
-        if len(rows) else np.zeros((0,) + loaded["store"].images.shape[2:], bool)
+    return store_brain_masks(loaded["store"].images, rows)
 
 
 def captum_agreement(loaded: dict, positions: np.ndarray, cfg: ExplainConfig,

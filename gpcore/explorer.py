@@ -35,7 +35,8 @@ import yaml
 
 from .data.store import SliceStore
 from .evaluation.segmentation import dice_iou, score_slices
-from .segmentation.threshold import (PUBLISHED_OFFSETS, heatmap_channel, mask_from_rule,
+from .segmentation.maps import MAP_RULES, brain_masks, tumour_map
+from .segmentation.threshold import (PUBLISHED_OFFSETS, mask_from_rule,
                                      threshold_rule)
 
 #: offset slider range and step (that of ``gpcore.evaluation.segmentation.DEFAULT_OFFSETS``)
@@ -103,6 +104,11 @@ class EvaluatedRun:
     def masks(self) -> np.ndarray:
         """Ground-truth sub-region labels ``(N, H, W)`` of the predicted slices (in memory)."""
         return np.asarray(self.store.masks[self.index["row"].to_numpy()])
+
+    @cached_property
+    def brain(self) -> np.ndarray:
+        """Brain (non-zero input) masks ``(N, H, W)`` of the predicted slices."""
+        return brain_masks(self.store.images, self.index["row"].to_numpy())
 
     @cached_property
     def tumour_rows(self) -> np.ndarray:
@@ -179,6 +185,7 @@ class ThresholdExplorer:
         self._rules: dict[tuple, tuple[str, float]] = {}
         self.model = self.patient = None
         self.slice, self.offset, self.cleanup, self.channel = 0, 0.0, True, "predicted"
+        self.map_rule, self.in_brain = "predicted", False
         self.set_model(next(iter(self.runs)))
 
     # ---------------------------------------------------------------------------- state
@@ -219,6 +226,14 @@ class ThresholdExplorer:
         return bool(self.run.offset_choice(self.channel).get("cleanup", True))
 
     @property
+    def chosen_map_rule(self) -> str:
+        return str(self.run.offset_choice(self.channel).get("rule", "predicted"))
+
+    @property
+    def chosen_in_brain(self) -> bool:
+        return bool(self.run.offset_choice(self.channel).get("in_brain", False))
+
+    @property
     def published_offset(self) -> float | None:
         return self.run.published_offset
 
@@ -229,6 +244,7 @@ class ThresholdExplorer:
         if self.channel not in self.channels:
             self.channel = "predicted"
         self.offset, self.cleanup = self.chosen_offset, self.chosen_cleanup
+        self.map_rule, self.in_brain = self.chosen_map_rule, self.chosen_in_brain
         self.set_patient(self.patient if self.patient in self.patients else
                          self._default_patient())
 
@@ -254,6 +270,14 @@ class ThresholdExplorer:
     def set_cleanup(self, cleanup: bool) -> None:
         self.cleanup = bool(cleanup)
 
+    def set_map_rule(self, rule: str) -> None:
+        if rule not in MAP_RULES:
+            raise ValueError(f"map rule must be one of {MAP_RULES}, got {rule!r}")
+        self.map_rule = rule
+
+    def set_in_brain(self, in_brain: bool) -> None:
+        self.in_brain = bool(in_brain)
+
     def set_channel(self, channel: str) -> None:
         if channel not in self.channels:
             raise ValueError(f"channel must be one of {self.channels}, got {channel!r}")
@@ -261,11 +285,14 @@ class ThresholdExplorer:
 
     def set(self, **state) -> None:
         """Set several state fields at once, in the order model, patient, slice, channel,
-        offset, cleanup (so a later field is not reset by an earlier one)."""
-        unknown = set(state) - {"model", "patient", "slice", "channel", "offset", "cleanup"}
+        map_rule, in_brain, offset, cleanup (so a later field is not reset by an earlier
+        one)."""
+        order = ("model", "patient", "slice", "channel", "map_rule", "in_brain", "offset",
+                 "cleanup")
+        unknown = set(state) - set(order)
         if unknown:
             raise TypeError(f"unknown state fields {sorted(unknown)}")
-        for key in ("model", "patient", "slice", "channel", "offset", "cleanup"):
+        for key in order:
             if key in state:
                 getattr(self, f"set_{key}")(state[key])
 
@@ -321,19 +348,26 @@ class ThresholdExplorer:
         return self.classes.index(self.channel)
 
     def heatmap(self) -> np.ndarray:
-        """The heatmap channel of the current slice and channel mode, ``(H, W)`` float32 (for
-        predicted / true the Healthy channel is shown even though its mask is empty)."""
+        """The map thresholded for the current slice, ``(H, W)`` float32: under the predicted
+        / true channel the map rule's map of that class (for Healthy its own channel is shown
+        even though its mask is empty), else the named class's channel."""
         hms = np.asarray(self.run.heatmaps[self.row], np.float32)
         if self.channel in ("predicted", "true"):
-            return heatmap_channel(self.run.probabilities[self.row], hms, self.channel,
-                                   int(self.slice_info["label"]))
+            k = self._shown_class()
+            hm = tumour_map(hms, k, self.map_rule, self.run.healthy_class)
+            return hms[k] if hm is None else hm
         return hms[self.classes.index(self.channel)]
+
+    def region(self) -> np.ndarray | None:
+        """The brain of the current slice when the mask is restricted to it, else ``None``."""
+        return self.run.brain[self.row] if self.in_brain else None
 
     def rule(self) -> tuple[str, float]:
         """:func:`threshold_rule` of the current heatmap (cached: offset-independent)."""
-        key = (self.model, self.row, self._shown_class())
+        key = (self.model, self.row, self._shown_class(), self.channel, self.map_rule,
+               self.in_brain)
         if key not in self._rules:
-            self._rules[key] = threshold_rule(self.heatmap())
+            self._rules[key] = threshold_rule(self.heatmap(), self.region())
         return self._rules[key]
 
     def threshold(self) -> float | None:
@@ -351,7 +385,8 @@ class ThresholdExplorer:
         hm = self.heatmap()
         if self.channel_class() is None:
             return np.zeros(hm.shape, bool)
-        return mask_from_rule(hm, self.rule(), self.offset, self.cleanup, self.run.scale)
+        return mask_from_rule(hm, self.rule(), self.offset, self.cleanup, self.run.scale,
+                              self.region())
 
     def ground_truth_labels(self) -> np.ndarray:
         """Sub-region labels of the current slice (BraTS 0/1/2/4, 2D datasets 0/1)."""
@@ -367,7 +402,8 @@ class ThresholdExplorer:
 
     # ---------------------------------------------------------------------------- cohort
     def cohort_key(self) -> tuple:
-        return (self.model, self.offset, self.cleanup, self.channel)
+        return (self.model, self.offset, self.cleanup, self.channel, self.map_rule,
+                self.in_brain)
 
     def cohort_scores(self) -> pd.DataFrame:
         """:func:`score_slices` of every tumour slice of the model's test patients at the
@@ -376,13 +412,15 @@ class ThresholdExplorer:
         if key not in self._cohort:
             run = self.run
             labels, healthy, channel = run.labels, run.healthy_class, self.channel
+            rule = self.map_rule
             if channel not in ("predicted", "true"):  # one class's channel on every slice
                 labels = np.full(len(run.labels), self.classes.index(channel))
-                healthy, channel = None, "true"
+                healthy, channel, rule = None, "true", "predicted"
             self._cohort[key] = score_slices(
                 run.heatmaps, run.probabilities, run.masks, labels, offset=self.offset,
                 cleanup=self.cleanup, channel=channel, healthy_class=healthy,
-                scale=run.scale, rows=run.tumour_rows, workers=self.workers)
+                scale=run.scale, rows=run.tumour_rows, workers=self.workers, rule=rule,
+                in_brain=self.in_brain, brain=run.brain if self.in_brain else None)
         return self._cohort[key]
 
     def cohort_median_dice(self) -> float:
@@ -400,6 +438,9 @@ class ThresholdExplorer:
                 "slice_dice": dice_iou(mask, gt)[0],
                 "cohort_median_dice": self.cohort_median_dice(),
                 "cohort_slices": len(self.cohort_scores()),
+                "map_rule": self.map_rule, "in_brain": self.in_brain,
+                "chosen_map_rule": self.chosen_map_rule,
+                "chosen_in_brain": self.chosen_in_brain,
                 "chosen_offset": self.chosen_offset, "chosen_cleanup": self.chosen_cleanup,
                 "published_offset": self.published_offset}
 
@@ -432,7 +473,8 @@ class ThresholdExplorer:
         if mask.any():
             axes[1].contour(mask, levels=[0.5], colors="cyan", linewidths=0.8)
         thr = "empty mask" if s["threshold"] is None else f"thr {s['threshold']:.3g}"
-        mode = "" if self.channel not in ("predicted", "true") else f" ({self.channel} class)"
+        mode = "" if self.channel not in ("predicted", "true") else \
+            f" ({self.channel} class, {self.map_rule} map{', brain' if self.in_brain else ''})"
         axes[1].set_title(f"heatmap: {self.classes[self._shown_class()]}{mode}\n"
                           f"{thr}, pred {s['pred_class']} p={s['prob_pred']:.2f}", fontsize=8)
         axes[1].set_axis_off()
@@ -483,6 +525,9 @@ class ExplorerUI:
                                     description="offset", readout_format=".2f",
                                     continuous_update=False, style=desc),
             "cleanup": w.Checkbox(value=state.cleanup, description="clean-up"),
+            "map_rule": w.Dropdown(options=list(MAP_RULES), value=state.map_rule,
+                                   description="map", style=desc),
+            "in_brain": w.Checkbox(value=state.in_brain, description="brain only"),
             "use_chosen": w.Button(description="validation-chosen"),
             "use_published": w.Button(description="published"),
             "offsets": w.HTML(),
@@ -490,15 +535,19 @@ class ExplorerUI:
             "output": w.Output(),
         }
         ws = self.widgets
-        for name in ("model", "patient", "channel", "slice", "offset", "cleanup"):
+        for name in ("model", "patient", "channel", "slice", "offset", "cleanup", "map_rule",
+                     "in_brain"):
             ws[name].observe(self._on_change(name), names="value")
-        ws["use_chosen"].on_click(lambda _: self._apply(offset=state.chosen_offset,
-                                                        cleanup=state.chosen_cleanup))
-        ws["use_published"].on_click(lambda _: self._apply(offset=state.published_offset)
-                                     if state.published_offset is not None else None)
+        ws["use_chosen"].on_click(lambda _: self._apply(
+            offset=state.chosen_offset, cleanup=state.chosen_cleanup,
+            map_rule=state.chosen_map_rule, in_brain=state.chosen_in_brain))
+        ws["use_published"].on_click(lambda _: self._apply(
+            offset=state.published_offset, map_rule="predicted", in_brain=False)
+            if state.published_offset is not None else None)
         self.box = w.VBox([
             w.HBox([ws["model"], ws["patient"], ws["channel"]]),
             w.HBox([ws["slice"], ws["cleanup"]]),
+            w.HBox([ws["map_rule"], ws["in_brain"]]),
             w.HBox([ws["offset"], ws["use_chosen"], ws["use_published"]]),
             ws["offsets"], ws["scores"], ws["output"]])
         self.refresh()
@@ -531,6 +580,8 @@ class ExplorerUI:
             ws["offset"].max = max(OFFSET_MAX, s.offset, s.published_offset or 0.0)
             ws["offset"].value = s.offset
             ws["cleanup"].value = s.cleanup
+            ws["map_rule"].value = s.map_rule
+            ws["in_brain"].value = s.in_brain
             ws["use_published"].disabled = s.published_offset is None
         finally:
             self._syncing = False
@@ -546,7 +597,8 @@ class ExplorerUI:
                   and np.isclose(s.offset, summary["published_offset"]) else "")
         self.widgets["offsets"].value = (
             f"offset <b>{s.offset:.2f}</b> {marker} &nbsp;|&nbsp; validation-chosen "
-            f"<b>{summary['chosen_offset']:.2f}</b> (clean-up "
+            f"<b>{summary['chosen_offset']:.2f}</b> ({summary['chosen_map_rule']} map"
+            f"{', brain only' if summary['chosen_in_brain'] else ''}, clean-up "
             f"{'on' if summary['chosen_cleanup'] else 'off'}) &nbsp;|&nbsp; published "
             f"<b>{published}</b>")
         self.widgets["scores"].value = (
@@ -554,7 +606,8 @@ class ExplorerUI:
             f"truth {summary['gt_area']} px) &nbsp;|&nbsp; cohort median Dice "
             f"<b>{_fmt(summary['cohort_median_dice'])}</b> over {summary['cohort_slices']} "
             f"{s.run.part} tumour slices ({s.model}, offset {s.offset:.2f}, clean-up "
-            f"{'on' if s.cleanup else 'off'}, {s.channel} channel)")
+            f"{'on' if s.cleanup else 'off'}, {s.channel} channel, {s.map_rule} map"
+            f"{', brain only' if s.in_brain else ''})")
         self.last_summary = summary
         self.redraw()
 

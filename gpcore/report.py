@@ -21,7 +21,7 @@ from .io import atomic_path
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 COMPARISON_COLUMNS = ["model", "macro-F1", "median Dice [95% CI]",
                       "Δ median Dice vs all-brain [95% CI]", "healthy FP rate",
-                      "offset (val)", "AP (slice mean)", "IDS ↓", "pointing game",
+                      "mask rule (val)", "AP (slice mean)", "IDS ↓", "pointing game",
                       "Spearman vs occlusion", "Spearman vs guided BP"]
 
 

@@ -11,8 +11,9 @@
 Per subject: axial slices ``vol[..., k]`` (native nibabel order, as in training); slices with
 no positive voxel in any contrast are skipped (heatmap 0, mask 0); the others are resized to the
 model's training size, max-normalised and classified in batches; the heatmaps are resized back
-to the native slice size (bilinear) and the predicted class's channel is thresholded with
-:func:`gpcore.segmentation.heatmap_to_mask` (the published offset of the model unless given;
+to the native slice size (bilinear) and thresholded with the run's mask rule (map rule, brain
+restriction, offset, clean-up as chosen on validation by ``gpcore evaluate`` when the checkpoint
+is in an evaluated run folder; else the published rule and offset; :func:`mask_rule_for`;
 clean-up sizes scaled by native size / 240). A slice predicted Healthy has an empty mask.
 
 Written to ``out_dir/<id>/`` (the subject's files are assembled in ``out_dir/.<id>.tmp`` and
@@ -48,7 +49,8 @@ import torch.nn.functional as F
 from .data.errors import DataError, check_on_error, report
 from .data.records import BRATS_CLASSES, BRATS_CONTRASTS
 from .io import atomic_path, publish_dir
-from .segmentation import PUBLISHED_OFFSETS, heatmap_to_mask
+from .segmentation import PUBLISHED_OFFSETS
+from .segmentation.maps import MAP_RULES, MaskRule
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 REFERENCE_SIZE = 240  # the published clean-up sizes are in pixels of 240 x 240 slices
@@ -161,7 +163,8 @@ class _Predictor:
     input_size: int | None
     normalisation: str
     channels: list[str] | None
-    offset: float
+    rule: "MaskRule"
+    rule_source: str
     healthy: int | None
     device: str
     batch_size: int
@@ -188,7 +191,37 @@ class _Predictor:
         return np.concatenate(probs), np.concatenate(maps)
 
 
-def _load_predictor(checkpoint, offset, device, batch_size) -> _Predictor:
+def mask_rule_for(checkpoint: Path, name: str, offset: float | None, cleanup: bool,
+                  map_rule: str | None = None, in_brain: bool | None = None
+                  ) -> tuple[MaskRule, str]:
+    """The mask rule of ``segment`` and where it comes from: the one chosen on validation
+    patients when the checkpoint sits in an evaluated run folder (``RUN/best.safetensors`` with
+    ``RUN/evaluation/offset_choice.json``), else the published one (predicted class, whole
+    slice, the model's published offset). ``offset`` / ``map_rule`` / ``in_brain`` override
+    the respective part; ``cleanup=False`` turns the clean-up off."""
+    choice_file = Path(checkpoint).parent / "evaluation" / "offset_choice.json"
+    if choice_file.is_file():
+        rule = MaskRule.from_choice(json.loads(choice_file.read_text()))
+        source = f"validation-chosen ({choice_file})"
+    else:
+        if offset is None and name not in PUBLISHED_OFFSETS:
+            raise ValueError(f"{checkpoint}: no published offset for model {name!r} and no "
+                             f"evaluation/offset_choice.json beside it; pass offset= "
+                             f"(--offset) or evaluate its run first (gpcore evaluate)")
+        rule = MaskRule("predicted", False, PUBLISHED_OFFSETS.get(name, 0.3), True)
+        source = "published"
+    changed = {k: v for k, v in (("offset", offset), ("rule", map_rule),
+                                 ("in_brain", in_brain)) if v is not None}
+    if not cleanup:
+        changed["cleanup"] = False
+    if changed:
+        rule = MaskRule(**{**rule.__dict__, **changed})
+        source += " with " + ", ".join(f"{k}={v}" for k, v in changed.items()) + " given"
+    return rule, source
+
+
+def _load_predictor(checkpoint, offset, device, batch_size, cleanup=True, map_rule=None,
+                    in_brain=None) -> _Predictor:
     from .inference import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
@@ -202,17 +235,13 @@ def _load_predictor(checkpoint, offset, device, batch_size) -> _Predictor:
     if len(classes) != n_classes:
         raise ValueError(f"{checkpoint}: records {len(classes)} classes {classes} but the model "
                          f"has {n_classes} outputs; fix 'classes' in its JSON")
-    if offset is None:
-        if name not in PUBLISHED_OFFSETS:
-            raise ValueError(f"{checkpoint}: no published offset for model {name!r}; pass "
-                             f"offset= (--offset)")
-        offset = PUBLISHED_OFFSETS[name]
+    rule, source = mask_rule_for(Path(checkpoint), name, offset, cleanup, map_rule, in_brain)
     healthy = 0 if classes[0].lower() == "healthy" else None
     input_size = extra.get("input_size")
     return _Predictor(model.to(device).eval(), name, classes, recorded,
                       int(input_size) if input_size else None,
                       extra.get("normalisation") or "max", extra.get("channels") or None,
-                      float(offset), healthy, str(device), int(batch_size))
+                      rule, source, healthy, str(device), int(batch_size))
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,7 +317,7 @@ def _overview(path: Path, image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
 
 
 def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path, checkpoint: Path,
-                 cleanup: bool, contrasts: Sequence[str]) -> dict:
+                 contrasts: Sequence[str]) -> dict:
     """Segment one subject, writing its files into ``folder``; return its summary."""
     import nibabel as nib
 
@@ -316,8 +345,7 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path, checkpoint:
         for k, p, m in zip(ks, probs, maps):
             c = int(np.argmax(p))
             heat[:, :, k, :] = np.moveaxis(m, 0, -1)
-            if c != pred.healthy:
-                mask[:, :, k] = heatmap_to_mask(m[c], pred.offset, cleanup, scale)
+            mask[:, :, k] = pred.rule.mask(m, c, pred.healthy, scale, image=image[..., k])
             rows.append({"slice_index": int(k), "pred_class": pred.classes[c],
                          **{f"prob_{name}": float(v) for name, v in zip(pred.classes, p)},
                          "mask_area": int(mask[:, :, k].sum())})
@@ -345,11 +373,15 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path, checkpoint:
         "classes_source": "checkpoint" if pred.classes_recorded else "assumed (not recorded)",
         "contrasts": list(contrasts) if item.subject is not None else f"{n_contrasts} "
                      f"channel(s) of {item.paths[0].name}, in the model's order",
-        "offset": pred.offset, "cleanup": bool(cleanup), "cleanup_scale": scale,
+        "offset": pred.rule.offset, "cleanup": pred.rule.cleanup, "cleanup_scale": scale,
+        "map_rule": pred.rule.rule, "in_brain": pred.rule.in_brain,
+        "mask_rule_source": pred.rule_source,
         "input_size": pred.input_size, "native_size": [int(nx), int(ny)],
         "normalisation": pred.normalisation,
         "mask_rule": "multi-Otsu (3 classes) upper threshold minus offset (floor 0) on the "
-                     "predicted class's heatmap, Otsu fallback; empty when predicted "
+                     f"{pred.rule.rule!r} map (gpcore.segmentation.maps)"
+                     + (" inside the brain (non-zero input)" if pred.rule.in_brain else "")
+                     + ", Otsu fallback; empty when predicted "
                      + (pred.classes[pred.healthy] if pred.healthy is not None else "(n/a)"),
     }
     (folder / f"{sid}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -369,15 +401,20 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path, checkpoint:
 def segment(checkpoint: str | os.PathLike, inputs: str | os.PathLike, out_dir: str | os.PathLike,
             offset: float | None = None, contrasts: Sequence[str] = BRATS_CONTRASTS,
             batch_size: int = 16, device: str = "cpu", cleanup: bool = True,
-            progress: bool = True, on_error: str = "stop") -> pd.DataFrame:
+            progress: bool = True, on_error: str = "stop", map_rule: str | None = None,
+            in_brain: bool | None = None) -> pd.DataFrame:
     """Classify and segment every subject in ``inputs``; return one row per segmented subject.
 
     Args:
         checkpoint: model weights saved with ``save_model`` (its JSON gives the training input
             size, normalisation, classes and channels) or a foreign checkpoint.
         inputs: see the module docstring.
-        offset: subtracted from the multi-Otsu threshold (default: the model's published
-            offset, :data:`gpcore.segmentation.PUBLISHED_OFFSETS`).
+        offset: subtracted from the multi-Otsu threshold. Default: the map rule, offset and
+            clean-up chosen on validation when the checkpoint sits in an evaluated run folder
+            (:func:`mask_rule_for`), else the published ones
+            (:data:`gpcore.segmentation.PUBLISHED_OFFSETS`). ``summary.json`` says which.
+        map_rule, in_brain: override the map rule / brain restriction
+            (:mod:`gpcore.segmentation.maps`).
         contrasts: channel order for subject folders (must match the checkpoint's channels
             when recorded).
         cleanup: the published mask clean-up.
@@ -389,7 +426,7 @@ def segment(checkpoint: str | os.PathLike, inputs: str | os.PathLike, out_dir: s
     check_on_error(on_error)
     checkpoint = Path(checkpoint)
     contrasts = tuple(str(c).lower() for c in contrasts)
-    pred = _load_predictor(checkpoint, offset, device, batch_size)
+    pred = _load_predictor(checkpoint, offset, device, batch_size, cleanup, map_rule, in_brain)
     skipped: list[DataError] = []
     items = discover_inputs(inputs, contrasts, on_error, skipped)
     if pred.channels and any(i.subject is not None for i in items) \
@@ -405,7 +442,7 @@ def segment(checkpoint: str | os.PathLike, inputs: str | os.PathLike, out_dir: s
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            summary = _segment_one(item, pred, tmp, checkpoint, cleanup, contrasts)
+            summary = _segment_one(item, pred, tmp, checkpoint, contrasts)
             publish_dir(tmp, out / item.subject_id)
         except DataError as err:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -441,8 +478,12 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, help="folder of subject folders, one subject "
                                                   "folder, a NIfTI volume or a folder of them")
     p.add_argument("--out", required=True, help="output folder (one sub-folder per subject)")
-    p.add_argument("--offset", type=float, help="threshold offset (default: the model's "
-                                                "published one)")
+    p.add_argument("--offset", type=float, help="threshold offset (default: the one chosen on "
+                   "validation for the checkpoint's run folder, else the model's published one)")
+    p.add_argument("--map-rule", choices=MAP_RULES, help="map thresholded (default: as chosen "
+                   "on validation, else 'predicted', as published)")
+    p.add_argument("--brain-only", action="store_true", default=None,
+                   help="threshold inside the brain (non-zero input) only")
     p.add_argument("--contrasts", default=",".join(BRATS_CONTRASTS),
                    help="channel order of subject folders (default t1,t2,t1ce,flair)")
     p.add_argument("--device", default="cpu")
@@ -456,7 +497,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def _segment_cli(args) -> int:
     table = segment(args.checkpoint, args.input, args.out, offset=args.offset,
                     contrasts=tuple(args.contrasts.split(",")), batch_size=args.batch_size,
-                    device=args.device, cleanup=not args.no_cleanup, on_error=args.on_error)
+                    device=args.device, cleanup=not args.no_cleanup, on_error=args.on_error,
+                    map_rule=args.map_rule, in_brain=args.brain_only)
     print(table.drop(columns="output").to_string(index=False))
     if (Path(args.out) / "skipped.csv").is_file():
         print(f"skipped inputs are listed in {Path(args.out) / 'skipped.csv'}")

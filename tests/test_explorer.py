@@ -119,7 +119,7 @@ def test_logic_reuses_threshold_and_scoring(runs):
     # cached per (model, offset, cleanup, channel)
     assert state.cohort_scores() is state.cohort_scores()
     state.set(offset=0.2, cleanup=True)
-    assert state.cohort_key() == ("gp_unet", 0.2, True, "predicted")
+    assert state.cohort_key() == ("gp_unet", 0.2, True, "predicted", "predicted", False)
 
 
 @pytest.mark.parametrize("channel", ["predicted", "true", "Healthy", "HGG"])

@@ -86,13 +86,12 @@ def example_rows(scores: pd.DataFrame, classes) -> list[tuple[str, str, int]]:
     return out
 
 
-def plot_example_grid(scores: pd.DataFrame, images, heatmaps, masks, classes, offset: float,
-                      cleanup: bool, title: str, channel: int = 0):
-    """Rows: best, median and worst test slice of each class. Columns: image, heatmap of the
-    predicted class, thresholded mask, with the ground-truth contour on each."""
+def plot_example_grid(scores: pd.DataFrame, images, heatmaps, masks, classes, rule,
+                      title: str, channel: int = 0, healthy_class: int | None = 0):
+    """Rows: best, median and worst test slice of each class. Columns: image, the map that
+    ``rule`` (a :class:`~gpcore.segmentation.maps.MaskRule`) thresholds, thresholded mask,
+    with the ground-truth contour on each."""
     import matplotlib.pyplot as plt
-
-    from ..segmentation.threshold import heatmap_to_mask
 
     picks = example_rows(scores, classes)
     fig, axes = plt.subplots(max(1, len(picks)), 3, figsize=(6.6, 2.2 * max(1, len(picks))),
@@ -100,9 +99,12 @@ def plot_example_grid(scores: pd.DataFrame, images, heatmaps, masks, classes, of
     for row_axes, (name, which, pos) in zip(axes, picks):
         r = scores.loc[pos]
         i = int(r["row"])
-        img = np.asarray(images[i], np.float32)[channel]
-        hm = np.asarray(heatmaps[i][int(r["pred"])], np.float32)
-        pred = heatmap_to_mask(hm, offset, cleanup, scale=hm.shape[0] / 240) \
+        slice_images = np.asarray(images[i], np.float32)
+        img = slice_images[channel]
+        hms, k = np.asarray(heatmaps[i], np.float32), int(r["pred"])
+        hm = rule.map(hms, k, healthy_class)
+        hm = hms[k] if hm is None else hm
+        pred = rule.mask(hms, k, healthy_class, image=slice_images) \
             if r["mask_area"] > 0 else np.zeros(hm.shape, bool)
         gt = np.asarray(masks[i]) > 0
         for ax, shown, cmap in zip(row_axes, (img, hm, img), ("gray", "inferno", "gray")):
@@ -112,7 +114,7 @@ def plot_example_grid(scores: pd.DataFrame, images, heatmaps, masks, classes, of
         if pred.any():
             row_axes[2].contour(pred, levels=[0.5], colors="red", linewidths=0.8)
         row_axes[0].set_title(f"{name}, {which}: Dice {r['dice']:.2f}", fontsize=7)
-        row_axes[1].set_title(f"heatmap ({classes[int(r['pred'])]})", fontsize=7)
+        row_axes[1].set_title(f"{rule.rule} map ({classes[int(r['pred'])]})", fontsize=7)
         row_axes[2].set_title("mask (red), truth (cyan)", fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()

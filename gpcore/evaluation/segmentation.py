@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from gpcore.segmentation.maps import MAP_RULES, check_rule, tumour_map
 from gpcore.segmentation.threshold import mask_from_rule, threshold_rule
 
 #: default offset grid of :func:`select_offset`
@@ -63,10 +64,12 @@ def _dice_iou_from_sums(inter, area_pred, area_gt) -> tuple[np.ndarray, np.ndarr
 
 
 def _score_range(data: dict, start: int, stop: int) -> dict:
-    """Score ``data["rows"][start:stop]`` for every ``(offset, cleanup)`` of ``data["configs"]``.
+    """Score ``data["rows"][start:stop]`` for every ``(rule, brain, offset, cleanup)`` of
+    ``data["configs"]``.
 
     Returns ``pred, label, prob_pred, gt_area`` ``(n,)`` and ``mask_area, intersection``
-    ``(C, n)``. Only the needed heatmap channel of each slice is read (memmaps stay cheap).
+    ``(C, n)``. Only the needed heatmap channels of each slice are read (memmaps stay cheap);
+    the map and its threshold are computed once per (rule, brain) and serve every offset.
     """
     rows = data["rows"][start:stop]
     configs = data["configs"]
@@ -79,18 +82,27 @@ def _score_range(data: dict, start: int, stop: int) -> dict:
     mask_area = np.zeros((len(configs), n), np.int64)
     inter = np.zeros((len(configs), n), np.int64)
     channel = pred if data["channel"] == "predicted" else label
+    healthy = data["healthy_class"]
+    maps = sorted({(rule, brain) for rule, brain, _, _ in configs})
+    only_own = all(rule == "predicted" for rule, _ in maps)
     for i, r in enumerate(rows):
         gt = np.asarray(data["masks"][r]) > 0  # BraTS labels 1, 2, 4 -> whole tumour
         gt_area[i] = np.count_nonzero(gt)
         k = int(channel[i])
-        if data["healthy_class"] is not None and k == data["healthy_class"]:
+        if healthy is not None and k == healthy:
             continue  # a slice assigned to Healthy gets the empty mask
-        hm = np.asarray(data["heatmaps"][r, k], np.float32)
-        if not np.all(np.isfinite(hm)):
+        hms = np.asarray(data["heatmaps"][r, k] if only_own else data["heatmaps"][r], np.float32)
+        if not np.all(np.isfinite(hms)):
             raise ValueError(f"heatmap of row {r} contains NaN/Inf values")
-        rule = threshold_rule(hm)
-        for c, (offset, cleanup) in enumerate(configs):
-            m = mask_from_rule(hm, rule, offset, cleanup, data["scale"])
+        region = data["brain"][r] if data["brain"] is not None else None
+        prepared = {}
+        for rule, brain in maps:
+            hm = hms if only_own else tumour_map(hms, k, rule, healthy)
+            where = region if brain else None
+            prepared[rule, brain] = (hm, threshold_rule(hm, where), where)
+        for c, (rule, brain, offset, cleanup) in enumerate(configs):
+            hm, thr, where = prepared[rule, brain]
+            m = mask_from_rule(hm, thr, offset, cleanup, data["scale"], where)
             mask_area[c, i] = np.count_nonzero(m)
             inter[c, i] = np.count_nonzero(m & gt)
     return {"pred": pred, "label": label, "prob_pred": probs[np.arange(n), pred],
@@ -105,11 +117,16 @@ def _shared_range(start: int, stop: int) -> dict:
 
 
 def _score_configs(heatmaps, probabilities, masks, labels, configs, channel="predicted",
-                   healthy_class=0, scale=None, rows=None, workers=None) -> dict:
-    """Score all slices for several ``(offset, cleanup)`` pairs in one pass over the heatmaps."""
+                   healthy_class=0, scale=None, rows=None, workers=None, brain=None) -> dict:
+    """Score all slices for several ``(rule, brain, offset, cleanup)`` settings in one pass
+    over the heatmaps; ``brain (N, H, W)`` bool is needed when a setting restricts to it."""
     global _SHARED
     if channel not in ("predicted", "true"):
         raise ValueError(f"channel must be 'predicted' or 'true', got {channel!r}")
+    configs = [(check_rule(r), bool(b), float(o), bool(c)) for r, b, o, c in configs]
+    if brain is None and any(b for _, b, _, _ in configs):
+        raise ValueError("a brain-restricted map rule needs the brain masks (brain=...); see "
+                         "gpcore.segmentation.maps.brain_masks")
     if len(heatmaps.shape) != 4:
         raise ValueError(f"heatmaps must be (N, K, H, W), got shape {heatmaps.shape}")
     n_all, k, h, w = heatmaps.shape
@@ -118,10 +135,12 @@ def _score_configs(heatmaps, probabilities, masks, labels, configs, channel="pre
     if tuple(masks.shape) != (n_all, h, w) or len(labels) != n_all:
         raise ValueError(f"masks must be ({n_all}, {h}, {w}) and labels ({n_all},); got "
                          f"{masks.shape} and {len(labels)}")
+    if brain is not None and tuple(np.shape(brain)) != (n_all, h, w):
+        raise ValueError(f"brain must be ({n_all}, {h}, {w}) bool masks, got {np.shape(brain)}")
     rows = np.arange(n_all) if rows is None else np.asarray(rows, np.int64).reshape(-1)
     data = {"heatmaps": heatmaps, "probabilities": probabilities, "masks": masks,
             "labels": np.asarray(labels), "rows": rows, "configs": list(configs),
-            "channel": channel, "healthy_class": healthy_class,
+            "channel": channel, "healthy_class": healthy_class, "brain": brain,
             "scale": h / 240 if scale is None else float(scale)}
     bounds = [(s, min(s + CHUNK, len(rows))) for s in range(0, len(rows), CHUNK)]
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
@@ -150,7 +169,8 @@ def _score_configs(heatmaps, probabilities, masks, labels, configs, channel="pre
 def score_slices(heatmaps, probabilities, masks, labels, offset: float, cleanup: bool = True,
                  channel: str = "predicted", healthy_class: int | None = 0,
                  scale: float | None = None, rows: Sequence[int] | None = None,
-                 workers: int | None = None) -> pd.DataFrame:
+                 workers: int | None = None, rule: str = "predicted", in_brain: bool = False,
+                 brain: np.ndarray | None = None) -> pd.DataFrame:
     """Threshold one heatmap channel per slice and score it against the ground truth.
 
     Args:
@@ -168,13 +188,18 @@ def score_slices(heatmaps, probabilities, masks, labels, offset: float, cleanup:
         rows: score only these rows (default all), in this order.
         workers: processes (default ``os.cpu_count()``); used when more than
             :data:`PARALLEL_MIN` slices are scored and ``fork`` is available.
+        rule: the map rule (:data:`gpcore.segmentation.maps.MAP_RULES`): the predicted
+            class's map (published), the sum of the tumour maps, or tumour-vs-healthy evidence.
+        in_brain: threshold inside the brain only; needs ``brain (N, H, W)`` bool masks
+            (:func:`gpcore.segmentation.maps.brain_masks`).
 
     Returns:
         one row per slice: ``row, pred, label, prob_pred, gt_area, mask_area, intersection,
         dice, iou`` (Dice / IoU unsmoothed; nan when mask and ground truth are both empty).
     """
-    res = _score_configs(heatmaps, probabilities, masks, labels, [(offset, cleanup)], channel,
-                         healthy_class, scale, rows, workers)
+    res = _score_configs(heatmaps, probabilities, masks, labels,
+                         [(rule, in_brain, offset, cleanup)], channel, healthy_class, scale,
+                         rows, workers, brain)
     return _table(res, 0)
 
 
@@ -404,27 +429,44 @@ def patient_dice_3d(scores: pd.DataFrame, patient_ids) -> pd.DataFrame:
 def select_offset(heatmaps, probabilities, masks, labels, patient_ids=None,
                   offsets: Sequence[float] = DEFAULT_OFFSETS,
                   cleanups: Sequence[bool] = (True, False), **kw) -> tuple[dict, pd.DataFrame]:
-    """Grid-search the offset and clean-up switch maximising the median Dice over tumour
-    slices. Pass **validation** data only: the choice is then frozen for the test set.
+    """:func:`select_map_rule` over the published map only (predicted class, whole slice):
+    the offset and clean-up switch maximising the validation median Dice."""
+    return select_map_rule(heatmaps, probabilities, masks, labels, patient_ids, offsets,
+                           cleanups, rules=("predicted",), in_brain=(False,), **kw)
 
-    Ties go to the smaller offset, then to ``cleanup=True``. ``kw``: ``channel``,
-    ``healthy_class``, ``scale``, ``rows``, ``workers`` of :func:`score_slices`.
-    ``patient_ids (N,)`` (optional) only adds the number of patients to the grid.
 
-    Returns ``({"offset", "cleanup", "median_dice"}, grid)`` with grid columns
-    ``offset, cleanup, median_dice, mean_dice, n_slices[, n_patients]``.
+def select_map_rule(heatmaps, probabilities, masks, labels, patient_ids=None,
+                    offsets: Sequence[float] = DEFAULT_OFFSETS,
+                    cleanups: Sequence[bool] = (True, False),
+                    rules: Sequence[str] = MAP_RULES, in_brain: Sequence[bool] = (False, True),
+                    class_names: Sequence[str] | None = None, **kw) -> tuple[dict, pd.DataFrame]:
+    """Grid-search map rule, brain restriction, offset and clean-up switch maximising the
+    median Dice over tumour slices. Pass **validation** data only: the choice is then frozen
+    for the test set. ``in_brain=(..., True)`` needs ``brain=`` masks (in ``kw``).
+
+    Ties go to the earlier rule of ``rules``, then the whole slice, the smaller offset and
+    ``cleanup=True``. ``kw``: ``channel``, ``healthy_class``, ``scale``, ``rows``, ``workers``,
+    ``brain`` of :func:`score_slices`. ``patient_ids (N,)`` (optional) only adds the number of
+    patients to the grid.
+
+    Returns ``({"rule", "in_brain", "offset", "cleanup", "median_dice",
+    "median_dice_by_class"}, grid)`` with grid columns ``rule, in_brain, offset, cleanup,
+    median_dice, mean_dice, n_slices[, n_patients]``.
     """
-    configs = [(float(o), bool(c)) for o in offsets for c in cleanups]
+    if kw.get("brain") is None:
+        in_brain = [b for b in in_brain if not b]
+    configs = [(r, bool(b), float(o), bool(c)) for r in rules for b in in_brain
+               for o in offsets for c in cleanups]
     if not configs:
-        raise ValueError("select_offset needs at least one offset and one cleanup value")
+        raise ValueError("select_map_rule needs at least one rule, offset and cleanup value")
     res = _score_configs(heatmaps, probabilities, masks, labels, configs, **kw)
     tumour = res["gt_area"] > 0
     grid = []
-    for c, (offset, cleanup) in enumerate(configs):
+    for c, (rule, brain, offset, cleanup) in enumerate(configs):
         dice, _ = _dice_iou_from_sums(res["intersection"][c], res["mask_area"][c],
                                       res["gt_area"])
         d = dice[tumour]
-        entry = {"offset": offset, "cleanup": cleanup,
+        entry = {"rule": rule, "in_brain": brain, "offset": offset, "cleanup": cleanup,
                  "median_dice": float(np.median(d)) if len(d) else np.nan,
                  "mean_dice": float(d.mean()) if len(d) else np.nan, "n_slices": int(len(d))}
         if patient_ids is not None:
@@ -433,28 +475,44 @@ def select_offset(heatmaps, probabilities, masks, labels, patient_ids=None,
     grid = pd.DataFrame(grid)
     if grid["median_dice"].isna().all():
         raise ValueError("no tumour slice in the selection data: cannot select an offset")
-    # max median Dice; ties: smaller offset, then cleanup=True (sorted False < True, so negate)
-    ranked = grid.assign(_neg=-grid["median_dice"], _nocl=~grid["cleanup"]).sort_values(
-        ["_neg", "offset", "_nocl"], kind="stable")
-    best = ranked.iloc[0]
-    return ({"offset": float(best["offset"]), "cleanup": bool(best["cleanup"]),
-             "median_dice": float(best["median_dice"])}, grid)
+    # max median Dice; ties: earlier rule, whole slice, smaller offset, cleanup=True
+    order = {r: i for i, r in enumerate(rules)}
+    ranked = grid.assign(_neg=-grid["median_dice"], _rule=grid["rule"].map(order),
+                         _nocl=~grid["cleanup"]).sort_values(
+        ["_neg", "_rule", "in_brain", "offset", "_nocl"], kind="stable")
+    best_i = int(ranked.index[0])
+    best = grid.loc[best_i]
+    dice, _ = _dice_iou_from_sums(res["intersection"][best_i], res["mask_area"][best_i],
+                                  res["gt_area"])
+    name = (lambda k: str(class_names[k])) if class_names is not None else str
+    by_class = {name(k): float(np.median(dice[tumour & (res["label"] == k)]))
+                for k in np.unique(res["label"][tumour])}
+    return ({"rule": str(best["rule"]), "in_brain": bool(best["in_brain"]),
+             "offset": float(best["offset"]), "cleanup": bool(best["cleanup"]),
+             "median_dice": float(best["median_dice"]), "median_dice_by_class": by_class},
+            grid)
 
 
 def evaluate_with_validation_offset(val: dict, test: dict, offsets=DEFAULT_OFFSETS,
                                     cleanups=(True, False), class_names=None,
-                                    n_resamples: int = 10000, seed: int = 0, **kw) -> dict:
-    """Select the offset on ``val``, freeze it, score ``test`` with it.
+                                    n_resamples: int = 10000, seed: int = 0,
+                                    rules: Sequence[str] = ("predicted",),
+                                    in_brain: Sequence[bool] = (False,), **kw) -> dict:
+    """Select the map rule, offset and clean-up on ``val``, freeze them, score ``test``.
 
     ``val`` / ``test``: dicts with ``heatmaps, probabilities, masks, labels, patient_ids``
-    (``(N,)`` per row). Only ``val`` reaches :func:`select_offset`.
-    Returns ``{"choice", "grid", "scores", "summary"}`` (the last two on ``test``).
+    (``(N,)`` per row) and, for brain-restricted rules, ``brain (N, H, W)``. Only ``val``
+    reaches :func:`select_map_rule`. Returns ``{"choice", "grid", "scores", "summary"}`` (the
+    last two on ``test``).
     """
     keys = ("heatmaps", "probabilities", "masks", "labels")
-    choice, grid = select_offset(*(val[k] for k in keys), val.get("patient_ids"),
-                                 offsets=offsets, cleanups=cleanups, **kw)
+    choice, grid = select_map_rule(*(val[k] for k in keys), val.get("patient_ids"),
+                                   offsets=offsets, cleanups=cleanups, rules=rules,
+                                   in_brain=in_brain, class_names=class_names,
+                                   brain=val.get("brain"), **kw)
     scores = score_slices(*(test[k] for k in keys), offset=choice["offset"],
-                          cleanup=choice["cleanup"], **kw)
+                          cleanup=choice["cleanup"], rule=choice["rule"],
+                          in_brain=choice["in_brain"], brain=test.get("brain"), **kw)
     pids = np.asarray(test["patient_ids"])[scores["row"].to_numpy()]
     summary = segmentation_summary(scores, pids, class_names,
                                    kw.get("healthy_class", 0), n_resamples, seed=seed)

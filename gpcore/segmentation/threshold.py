@@ -38,13 +38,18 @@ _FOUR = ndi.generate_binary_structure(2, 1)
 _EIGHT = ndi.generate_binary_structure(2, 2)
 
 
-def threshold_rule(heatmap: np.ndarray) -> tuple[str, float]:
+def threshold_rule(heatmap: np.ndarray, region: np.ndarray | None = None) -> tuple[str, float]:
     """The offset-independent part of the threshold of one map ``(H, W)``:
     ``("multi", t_hi)`` (upper multi-Otsu threshold), ``("otsu", t)`` (fallback) or
-    ``("empty", nan)``. Computed once, it serves a whole grid of offsets."""
+    ``("empty", nan)``. Computed once, it serves a whole grid of offsets. ``region`` (bool
+    ``(H, W)``): compute it over those pixels only (the brain; empty region: empty mask)."""
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
     hm = _as_float(heatmap)
+    if region is not None:
+        hm = hm[np.asarray(region, bool)]
+        if hm.size == 0:
+            return "empty", float("nan")
     lo, hi = hm.min(), hm.max()
     # constant, or all non-positive: the multi-Otsu path's floor at 0 would leave nothing, and
     # the Otsu fallback must not turn a map without positive evidence into a tumour
@@ -69,17 +74,23 @@ def threshold_value(heatmap: np.ndarray, offset: float = 0.3) -> float | None:
 
 
 def mask_from_rule(heatmap: np.ndarray, rule: tuple[str, float], offset: float,
-                   cleanup: bool = True, scale: float = 1.0) -> np.ndarray:
-    """The mask of :func:`heatmap_to_mask` from a precomputed :func:`threshold_rule`."""
+                   cleanup: bool = True, scale: float = 1.0,
+                   region: np.ndarray | None = None) -> np.ndarray:
+    """The mask of :func:`heatmap_to_mask` from a precomputed :func:`threshold_rule`;
+    ``region``: nothing outside it is marked (before the clean-up)."""
     kind, t = rule
     if kind == "empty":
         return np.zeros(np.shape(heatmap), bool)
     mask = np.asarray(heatmap) > (max(0.0, t - float(offset)) if kind == "multi" else t)
-    return clean_mask(mask, scale) if cleanup else mask
+    if region is None:
+        return clean_mask(mask, scale) if cleanup else mask
+    region = np.asarray(region, bool)
+    mask &= region
+    return clean_mask(mask, scale) & region if cleanup else mask
 
 
 def heatmap_to_mask(heatmap: np.ndarray, offset: float = 0.3, cleanup: bool = True,
-                    scale: float = 1.0) -> np.ndarray:
+                    scale: float = 1.0, region: np.ndarray | None = None) -> np.ndarray:
     """Threshold one heatmap channel ``(H, W)`` into a boolean mask ``(H, W)``.
 
     Args:
@@ -88,6 +99,7 @@ def heatmap_to_mask(heatmap: np.ndarray, offset: float = 0.3, cleanup: bool = Tr
         cleanup: apply the published clean-up (see :func:`clean_mask`).
         scale: pixel-size factor of the clean-up for slices resized from 240 x 240
             (``size / 240``): areas scale with ``scale**2``, the closing radius with ``scale``.
+        region: bool ``(H, W)``, e.g. the brain: threshold computed over it, mask inside it.
     """
     hm = _as_float(heatmap)
     if hm.ndim != 2:
@@ -95,7 +107,7 @@ def heatmap_to_mask(heatmap: np.ndarray, offset: float = 0.3, cleanup: bool = Tr
                          f"{hm.shape}; select a channel first (see heatmap_channel)")
     if not np.all(np.isfinite(hm)):
         raise ValueError("heatmap contains NaN/Inf values; check the model's outputs")
-    return mask_from_rule(hm, threshold_rule(hm), offset, cleanup, scale)
+    return mask_from_rule(hm, threshold_rule(hm, region), offset, cleanup, scale, region)
 
 
 def clean_mask(mask: np.ndarray, scale: float = 1.0) -> np.ndarray:

@@ -15,9 +15,10 @@
 =====================  ========================  ==============================================
 switch                 CUDA                      CPU
 =====================  ========================  ==============================================
-``bf16`` (autocast)    on                        on only with bf16 matrix units (AMX tiles, Xeon
-                                                 Sapphire Rapids and later): training 1.6-3.4x
-                                                 there; elsewhere bf16 is emulated: off
+``bf16`` (autocast)    on                        on only with bf16 hardware: AMX tiles (Xeon
+                                                 Sapphire Rapids+; training 1.6-3.4x) or
+                                                 AVX-512 BF16 (AMD Zen 4/5; 1.3-2.1x);
+                                                 elsewhere bf16 is emulated: off
 ``channels_last``      on                        on together with bf16 (bf16 + channels_last:
                                                  2.4-5.5x; in fp32 it is a wash, 0.95-1.22x)
 ``cudnn_benchmark``    on unless deterministic   n/a
@@ -31,6 +32,7 @@ parameters or checkpoints: channels_last is a memory layout, autocast a compute 
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -41,15 +43,41 @@ SWITCHES = ("bf16", "channels_last", "compile", "cudnn_benchmark", "pin_memory",
             "persistent_workers")
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 matrix hardware (AMX tiles) that oneDNN uses for bf16
-    convolutions and matmuls. Without it bf16 is emulated or runs on vector units only and was
-    not measured to help, so ``"auto"`` leaves it off."""
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags the kernel reports (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_kind() -> str | None:
+    """Which bf16 hardware oneDNN can use on this CPU: ``"amx"`` (AMX tiles, Xeon Sapphire
+    Rapids and later), ``"avx512_bf16"`` (AVX-512 BF16 dot products, e.g. AMD Zen 4/5, Cooper
+    Lake), or ``None`` (bf16 emulated)."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     try:
-        return bool(probe()) if probe is not None else False
+        if probe is not None and probe():
+            return "amx"
     except Exception:  # pragma: no cover - unusual builds
-        return False
+        pass
+    flags = _cpu_flags()
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return "avx512_bf16" if "amx_bf16" not in flags else "amx"
+    return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 hardware that oneDNN uses for bf16 convolutions and matmuls:
+    AMX tiles (training steps 1.6-3.4x faster than fp32 on a Xeon) or AVX-512 BF16 (1.3-2.1x on
+    an AMD EPYC; issue 13, ``benchmarks/README.md``). Keyed on AMX alone before, the fast path
+    switched itself off on the EPYC. Without either, bf16 is emulated: ``"auto"`` leaves it off."""
+    return cpu_bf16_kind() is not None
 
 
 def auto_default(key: str, device: torch.device | str, bf16: bool | None = None) -> bool:

@@ -1,0 +1,1 @@
+"""Experiments behind the project's choices (``python -m experiments.<name>``)."""

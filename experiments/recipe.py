@@ -1,0 +1,215 @@
+"""The recipe study (issue 13): training variants x seeds x folds, judged on validation
+patients only.
+
+    python -m experiments.recipe train  --models gp_unet --variants published,lse
+    python -m experiments.recipe report --out docs/recipe_table
+
+``train`` trains every (variant, model, fold, seed) not yet finished into
+``runs/recipe/<study>-<profile>/<variant>/<model>/fold<k>-seed<s>/`` (two runs at a time on a
+CPU, one torch thread each; resumable). ``report`` scores each finished run on its fold's
+**validation** patients - macro-F1 of the selected epoch, median Dice with the map rule,
+offset and clean-up chosen on those same patients (the selection criterion, optimistic by
+construction but identical for every variant), the share of tumour slices whose map peaks
+outside the brain - and flags failed runs. Test patients are never read here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: training variants: KEY=VALUE overrides of the profile (``gpcore train``), per model where
+#: the constructor option differs (dropout: ``dropout`` / ``res_drop_prob``)
+LSE = ["model.pool=heatmap", "model.heatmap_pool=lse"]
+NO_DROP = {"gp_unet": ["model.dropout=0.0"], "gp_shuffle_unet": ["model.dropout=0.0"],
+           "gp_recon_resnet": ["model.res_drop_prob=0.0"]}
+WARMUP = ["train.lr_schedule=warmup_cosine", "train.warmup_fraction=0.1"]
+VARIANTS = {
+    "published": lambda m: [],
+    "lse": lambda m: LSE,
+    "lse_nodrop": lambda m: LSE + NO_DROP[m],
+    "lse_nodrop_warmup": lambda m: LSE + NO_DROP[m] + WARMUP,
+    "nodrop_warmup": lambda m: NO_DROP[m] + WARMUP,
+}
+#: (fold, seed) pairs: three seeds on three folds; fold 0 / seed 1701 is the study's own run
+DEFAULT_RUNS = ((0, 1701), (1, 1702), (2, 1703))
+
+
+def parse_runs(text: str) -> list[tuple[int, int]]:
+    """``"0:1701,1:1702"`` -> ``[(0, 1701), (1, 1702)]``."""
+    out = []
+    for item in text.split(","):
+        fold, seed = item.split(":")
+        out.append((int(fold), int(seed)))
+    return out
+
+
+def run_dir(base: Path, variant: str, model: str, fold: int, seed: int) -> Path:
+    return base / variant / model / f"fold{fold}-seed{seed}"
+
+
+def jobs(base: Path, variants, models, runs) -> list[dict]:
+    out = []
+    for model in models:
+        for variant in variants:
+            for fold, seed in runs:
+                overrides = VARIANTS[variant](model) + [f"train.seed={seed}"]
+                out.append(dict(run=run_dir(base, variant, model, fold, seed), model=model,
+                                fold=fold, overrides=overrides))
+    return out
+
+
+def train_grid(store: Path, split: Path, base: Path, profile: str, todo: list[dict],
+               parallel: int = 2) -> None:
+    """Train the unfinished runs of ``todo``, ``parallel`` at a time (one thread each)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from gpcore.pipeline import _finished, _init_worker, _train_job
+
+    todo = [j for j in todo if not _finished(j["run"])]
+    print(f"[recipe] {len(todo)} runs to train, {parallel} at a time", flush=True)
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_train_job, store, split, j["run"], j["model"], j["fold"],
+                               profile, j["overrides"], False): j for j in todo}
+        for done in as_completed(futures):
+            j = futures[done]
+            try:
+                seconds = done.result()
+                print(f"[recipe] {j['run'].relative_to(base)}: {seconds:.0f} s", flush=True)
+            except Exception as err:  # one failed run must not stop the grid
+                print(f"[recipe] {j['run'].relative_to(base)}: FAILED {err}", flush=True)
+
+
+def chance_macro_f1(labels: np.ndarray, n_classes: int) -> float:
+    """Expected macro-F1 of a predictor that draws classes uniformly at random:
+    ``F1_c = 2 p_c / K / (p_c + 1/K)`` for class share ``p_c``, averaged over classes."""
+    p = np.bincount(labels, minlength=n_classes) / len(labels)
+    q = 1.0 / n_classes
+    return float(np.mean(2 * p * q / (p + q)))
+
+
+def score_run(run: Path, n_resamples: int = 0) -> dict:
+    """Validation-only scores of one finished run (see the module docstring)."""
+    import yaml
+
+    from gpcore.evaluate import _predictions
+    from gpcore.data.splits import load_split, split_rows
+    from gpcore.data.store import SliceStore
+    from gpcore.evaluation.segmentation import select_map_rule
+    from gpcore.segmentation.maps import brain_masks, peak_outside_brain
+
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    store = SliceStore(record["store"]["path"])
+    split = load_split(run / "split.csv")
+    fold = int(record["split"]["fold"])
+    rows = split_rows(split, store.index, fold, "val")
+    val = _predictions(run, store, rows, "val", "cpu", 64, False)
+    classes = list(store.classes)
+    healthy = classes.index("Healthy") if "Healthy" in classes else None
+    brain = brain_masks(store.images, val["index"]["row"].to_numpy())
+    summary = json.loads((run / "summary.json").read_text())
+    labels = val["labels"].astype(int)
+    tumour = np.asarray([np.any(np.asarray(m) > 0) for m in val["masks"]])
+    choice, _ = select_map_rule(val["heatmaps"], val["probabilities"], val["masks"], labels,
+                                brain=brain, healthy_class=healthy, class_names=classes,
+                                workers=1)
+    outside = peak_outside_brain(val["heatmaps"], val["probabilities"], brain, tumour,
+                                 healthy)
+    lgg = tumour & (labels == classes.index("LGG")) if "LGG" in classes else None
+    return {"val_macro_f1": summary["best"]["val_macro_f1"],
+            "chance_macro_f1": chance_macro_f1(labels, len(classes)),
+            "best_epoch": summary["best_epoch"],
+            "val_median_dice": choice["median_dice"],
+            "val_median_dice_lgg": choice.get("median_dice_by_class", {}).get("LGG", np.nan),
+            "rule": choice["rule"], "in_brain": choice["in_brain"], "offset": choice["offset"],
+            "cleanup": choice["cleanup"], "peak_outside_brain": outside,
+            "train_seconds": _train_seconds(run)}
+
+
+def _train_seconds(run: Path) -> float:
+    metrics = pd.read_csv(run / "metrics.csv")
+    col = next((c for c in metrics.columns if "second" in c), None)
+    return float(metrics[col].sum()) if col else float("nan")
+
+
+def report(base: Path, out: Path) -> pd.DataFrame:
+    """Score every finished run under ``base``; write per-run and per-variant tables."""
+    from gpcore.io import write_table
+    from gpcore.pipeline import _finished
+
+    rows = []
+    for run in sorted(base.glob("*/*/fold*-seed*")):
+        if not _finished(run):
+            continue
+        variant, model = run.parts[-3], run.parts[-2]
+        fold, seed = (int(p[4:]) if p.startswith("fold") else int(p[4:])
+                      for p in run.name.split("-"))
+        cache = run / "recipe_val.json"
+        if cache.is_file() and cache.stat().st_mtime > (run / "best.safetensors").stat().st_mtime:
+            scores = json.loads(cache.read_text())
+        else:
+            scores = score_run(run)
+            cache.write_text(json.dumps(scores, default=float, indent=1))
+        rows.append({"variant": variant, "model": model, "fold": fold, "seed": seed, **scores})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        raise SystemExit(f"no finished recipe runs under {base}; run `train` first")
+    table["failed"] = ((table["val_macro_f1"] - table["chance_macro_f1"] < 0.1)
+                       | (table["peak_outside_brain"] > 0.5))
+    write_table(table, out.with_name(out.name + "_runs"))
+    summary = table.groupby(["model", "variant"], sort=False).agg(
+        runs=("fold", "size"),
+        val_macro_f1=("val_macro_f1", "mean"), val_macro_f1_sd=("val_macro_f1", "std"),
+        val_median_dice=("val_median_dice", "mean"),
+        val_median_dice_sd=("val_median_dice", "std"),
+        val_median_dice_lgg=("val_median_dice_lgg", "mean"),
+        peak_outside_brain=("peak_outside_brain", "mean"),
+        failure_rate=("failed", "mean")).reset_index()
+    write_table(summary, out)
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.recipe",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("train", "report"))
+    parser.add_argument("--study", default="phantom")
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--models", default="gp_unet,gp_shuffle_unet,gp_recon_resnet")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--runs", default=",".join(f"{f}:{s}" for f, s in DEFAULT_RUNS),
+                        help="fold:seed pairs, e.g. 0:1701,1:1702")
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "recipe_table"),
+                        help="table stem (CSV + Markdown) of `report`")
+    args = parser.parse_args(argv)
+    from gpcore.pipeline import study_data
+
+    base = ROOT / "runs" / "recipe" / f"{args.study}-{args.profile}"
+    if args.action == "train":
+        store, split = study_data(ROOT / "data" / args.study / args.profile, args.profile)
+        todo = jobs(base, args.variants.split(","), args.models.split(","),
+                    parse_runs(args.runs))
+        start = time.time()
+        train_grid(store, split, base, args.profile, todo, args.parallel)
+        print(f"[recipe] done in {time.time() - start:.0f} s")
+    else:
+        print(report(base, Path(args.out)).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
