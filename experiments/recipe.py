@@ -32,12 +32,17 @@ LSE = ["model.pool=heatmap", "model.heatmap_pool=lse"]
 NO_DROP = {"gp_unet": ["model.dropout=0.0"], "gp_shuffle_unet": ["model.dropout=0.0"],
            "gp_recon_resnet": ["model.res_drop_prob=0.0"]}
 WARMUP = ["train.lr_schedule=warmup_cosine", "train.warmup_fraction=0.1"]
+#: per-slice max normalisation (published) makes every brain pixel's intensity depend on the
+#: brightest tumour pixel of the slice: a global cue. z-score inside the brain removes it.
+ZSCORE = ["train.normalisation=zscore"]
 VARIANTS = {
     "published": lambda m: [],
     "lse": lambda m: LSE,
     "lse_nodrop": lambda m: LSE + NO_DROP[m],
     "lse_nodrop_warmup": lambda m: LSE + NO_DROP[m] + WARMUP,
     "nodrop_warmup": lambda m: NO_DROP[m] + WARMUP,
+    "zscore": lambda m: ZSCORE,
+    "zscore_nodrop_warmup": lambda m: ZSCORE + NO_DROP[m] + WARMUP,
 }
 #: (fold, seed) pairs: three seeds on three folds; fold 0 / seed 1701 is the study's own run
 DEFAULT_RUNS = ((0, 1701), (1, 1702), (2, 1703))

@@ -21,18 +21,42 @@ import yaml
 STUDY_MODELS = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet", "mprotonet", "cnn_gradcam")
 
 
-def study_plan(profile: str) -> dict:
+def study_plan(profile: str, folds: str | list[int] | None = None) -> dict:
     """``{"models": [...], "folds": [...]}`` of a profile (section ``study:``); default: all
-    models, fold 0 only for smoke/quick, every fold for paper."""
+    models, fold 0 only for smoke/quick, every fold for paper. ``folds`` overrides the
+    profile's: ``"all"``, ``"0,2"`` or a list (``./run_all.sh --folds``)."""
     from .config import load_profile
 
     prof = load_profile(profile)
     plan = dict(prof.get("study") or {})
-    folds = plan.get("folds")
+    n = int((prof.get("data") or {}).get("folds", 5))
+    if folds is not None:
+        folds = parse_folds(folds, n)
+    else:
+        folds = plan.get("folds")
     if folds is None or folds == "all":
-        n = int((prof.get("data") or {}).get("folds", 5))
         folds = list(range(n)) if folds == "all" or profile == "paper" else [0]
     return {"models": list(plan.get("models") or STUDY_MODELS), "folds": [int(f) for f in folds]}
+
+
+def parse_folds(folds: str | list[int], n_folds: int) -> list[int]:
+    """``"all"`` -> ``[0, ..., n_folds - 1]``; ``"0,2"`` -> ``[0, 2]``; checked against
+    ``n_folds``."""
+    if isinstance(folds, str):
+        text = folds.strip()
+        if text == "all":
+            return list(range(n_folds))
+        try:
+            folds = [int(f) for f in text.split(",") if f.strip()]
+        except ValueError:
+            raise ValueError(f"folds must be 'all' or comma-separated fold numbers such as "
+                             f"'0,2', got {text!r}") from None
+    folds = sorted(set(int(f) for f in folds))
+    bad = [f for f in folds if not 0 <= f < n_folds]
+    if bad or not folds:
+        raise ValueError(f"folds {bad or folds} out of range: this profile has {n_folds} "
+                         f"folds (0..{n_folds - 1})")
+    return folds
 
 
 def run_path(runs_dir: str | Path, model: str, fold: int) -> Path:
@@ -256,10 +280,16 @@ def plot_offset_grids(grid: pd.DataFrame, title: str):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    if "rule" in grid.columns:  # per model, the map rule (and brain restriction) that won
+        best = grid.sort_values("median_dice", ascending=False, kind="stable") \
+            .groupby("model", sort=False).head(1)[["model", "rule", "in_brain"]]
+        grid = grid.merge(best, on=["model", "rule", "in_brain"])
     for (model, cleanup), part in grid.groupby(["model", "cleanup"], sort=False):
         part = part.sort_values("offset")
+        rule = (f" ({part['rule'].iat[0]}{', brain' if part['in_brain'].iat[0] else ''})"
+                if "rule" in part.columns else "")
         ax.plot(part.offset, part.median_dice, ls="-" if cleanup else ":",
-                label=f"{model}{' + clean-up' if cleanup else ''}")
+                label=f"{model}{rule}{' + clean-up' if cleanup else ''}")
     ax.set_xlabel("offset below the upper multi-Otsu threshold")
     ax.set_ylabel("median Dice (validation tumour slices)")
     ax.set_ylim(0, 1)

@@ -97,7 +97,7 @@ def shared_dir() -> Path:
 
 
 def run_study(study: str = "phantom", profile: str = "quick", data: str | None = None,
-              force: bool = False, stages: list[str] | None = None,
+              force: bool = False, stages: list[str] | None = None, folds: str | None = None,
               output_root: Path = ROOT, stage_list: tuple[Stage, ...] = STAGES,
               notebooks_dir: Path = ROOT / "notebooks") -> int:
     """Execute the stages; return 0, or 1 after the first failing stage.
@@ -111,6 +111,15 @@ def run_study(study: str = "phantom", profile: str = "quick", data: str | None =
         raise SystemExit(f"--study {study} needs --data PATH to the dataset folder")
     if data is not None and not Path(data).exists():
         raise SystemExit(f"--data {data}: no such folder")
+    if folds:
+        from .config import load_profile
+        from .pipeline import parse_folds
+
+        n_folds = int((load_profile(profile).get("data") or {}).get("folds", 5))
+        try:
+            folds = ",".join(map(str, parse_folds(folds, n_folds)))
+        except ValueError as err:
+            raise SystemExit(f"--folds: {err}") from None
     results = Path(output_root) / "results" / study / profile
     figures = Path(output_root) / "figures" / study / profile
     executed = results / "notebooks"
@@ -119,7 +128,8 @@ def run_study(study: str = "phantom", profile: str = "quick", data: str | None =
               "figures_dir": str(figures), "shared_dir": str(shared_dir()),
               "data_dir": str(Path(data).resolve()) if data else "",
               "work_dir": str(Path(output_root) / "data" / study / profile),
-              "runs_dir": str(Path(output_root) / "runs" / study / profile)}
+              "runs_dir": str(Path(output_root) / "runs" / study / profile),
+              "folds": folds or ""}
     code = _sources_digest()
     for stage in stage_list:
         if stages and stage.name not in stages:
@@ -160,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", action="append", choices=[s.name for s in STAGES],
                         help="run only this stage (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-run stages even if unchanged")
+    parser.add_argument("--folds", help="folds to train and evaluate: 'all' or e.g. '0,2' "
+                        "(default: the profile's, fold 0 for smoke and quick); with more than "
+                        "one, the tables add mean ± sd over folds and the pooled test patients")
     args = parser.parse_args(argv)
-    return run_study(args.study, args.profile, args.data, args.force, args.stage)
+    return run_study(args.study, args.profile, args.data, args.force, args.stage, args.folds)
 
 
 if __name__ == "__main__":
