@@ -28,7 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: training variants: KEY=VALUE overrides of the profile (``gpcore train``), per model where
 #: the constructor option differs (dropout: ``dropout`` / ``res_drop_prob``)
-LSE = ["model.pool=heatmap", "model.heatmap_pool=lse"]
+LSE = ["model.pool=heatmap", "model.heatmap_pool=lse"]  # lse_r 5 unless given
+#: train on slices of comparable axial level only (gpcore.data.sampling: Healthy slices are
+#: mostly top / bottom of the brain, tumour slices the middle - a shortcut)
+LEVEL = ["train.min_brain_fraction=0.6"]
+#: the faithful head with max pooling: each logit is the peak of its own class map
+HMAX = ["model.pool=heatmap", "model.heatmap_pool=max"]
 NO_DROP = {"gp_unet": ["model.dropout=0.0"], "gp_shuffle_unet": ["model.dropout=0.0"],
            "gp_recon_resnet": ["model.res_drop_prob=0.0"]}
 WARMUP = ["train.lr_schedule=warmup_cosine", "train.warmup_fraction=0.1"]
@@ -42,6 +47,11 @@ VARIANTS = {
     "lse_nodrop_warmup": lambda m: LSE + NO_DROP[m] + WARMUP,
     "nodrop_warmup": lambda m: NO_DROP[m] + WARMUP,
     "zscore": lambda m: ZSCORE,
+    "hmax": lambda m: HMAX,
+    "level": lambda m: LEVEL,
+    "level_hmax": lambda m: LEVEL + HMAX,
+    "lse20": lambda m: LSE + ["model.lse_r=20.0"],
+    "hmax_nodrop_warmup": lambda m: HMAX + NO_DROP[m] + WARMUP,
     "zscore_nodrop_warmup": lambda m: ZSCORE + NO_DROP[m] + WARMUP,
 }
 #: (fold, seed) pairs: three seeds on three folds; fold 0 / seed 1701 is the study's own run

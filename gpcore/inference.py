@@ -74,7 +74,7 @@ def normalise_batch(images: np.ndarray, mode: str = "max", where: str = "") -> t
 
 def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[int] | None,
                   out_dir: str | os.PathLike, batch_size: int = 32, device: str = "cpu",
-                  normalisation: str = "max", progress: bool = True,
+                  normalisation: str | None = None, progress: bool = True,
                   fast=False) -> Path:
     """Predict logits, probabilities and heatmaps for ``rows`` of ``store``; return ``out_dir``.
 
@@ -83,8 +83,8 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
             recorded input size and normalisation checked against the store).
         store: a :class:`~gpcore.data.store.SliceStore` or its folder.
         rows: store rows, in output order (``None``: all rows).
-        normalisation: per-slice normalisation (``"max"`` as published); must match the
-            checkpoint's recorded one, when there is one.
+        normalisation: per-slice normalisation; ``None`` (default): the checkpoint's recorded
+            one, else ``"max"`` as published. When given it must match the recorded one.
         fast: ``False`` (default): fp32, NCHW, exactly as trained. ``True``: the inference
             fast paths that ``"auto"`` turns on for ``device``
             (:meth:`gpcore.training.fast.FastPaths.auto`: bf16 autocast and channels_last on
@@ -112,6 +112,8 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
         raise ValueError(f"{store.path}: rows must lie in 0..{len(store) - 1}, got "
                          f"{rows.min()}..{rows.max()}")
     recorded = (meta.get("extra") or {}).get("normalisation")
+    if normalisation is None:  # a run trained with z-score must be predicted with z-score
+        normalisation = recorded or "max"
     if recorded is not None and recorded != normalisation:
         raise ValueError(f"{checkpoint}: the model was trained with normalisation "
                          f"{recorded!r}, not {normalisation!r}; pass normalisation={recorded!r}")

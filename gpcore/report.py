@@ -3,6 +3,7 @@
 ``python -m gpcore.report results/phantom/quick [results/figshare/quick ...] --readme README.md``
 replaces the text between ``<!-- results:start -->`` and ``<!-- results:end -->`` with, per
 results folder: the comparison table (classification, segmentation, AP, IDS, agreement), the
+cross-validated tables when the study ran several folds (``cv_summary``, ``cv_folds``), the
 training table (epochs, wall time) and the machine the run was made on (``environment.json``,
 written by the study runner).
 """
@@ -46,11 +47,28 @@ def section(results: Path) -> str:
         table = pd.read_csv(comparison, keep_default_na=False)
         run = table["run"].iloc[0]
         lines += [f"**Test patients** ({run}); median Dice over ground-truth tumour slices with a "
-                  f"patient-bootstrap 95 % CI, offset chosen on validation patients (Δ: the "
+                  f"patient-bootstrap 95 % CI, map rule and offset chosen on validation patients (Δ: the "
                   f"model's median minus the all-brain mask's on the same slices, paired "
                   f"bootstrap); AP / IDS as "
                   f"MProtoNet defines them (ground-truth-class maps):", "",
                   _md(table[[c for c in COMPARISON_COLUMNS if c in table.columns]]), ""]
+    cv = results / "cv_summary_readable.csv"
+    if cv.is_file():
+        run = pd.read_csv(results / "cv_summary.csv")["run"].iloc[0]
+        lines += [f"**Cross-validated** ({run}): macro-F1 and median Dice as mean ± sd over "
+                  f"folds; a fold *localises* when its test median Dice is at least 2× the "
+                  f"all-brain mask's; pooled = the test patients of all folds together "
+                  f"(patient-bootstrap 95 % CI; Δ: paired difference to the all-brain mask's "
+                  f"median Dice on the same slices):", "",
+                  _md(pd.read_csv(cv, keep_default_na=False)), ""]
+        folds = results / "cv_folds.csv"
+        if folds.is_file():
+            f = pd.read_csv(folds)
+            cols = [c for c in ("model", "fold", "macro_f1", "median_dice",
+                                "all_brain_median_dice", "ratio_vs_all_brain",
+                                "median_dice_lgg", "mask_rule") if c in f.columns]
+            lines += ["Each fold (test patients; mask rule chosen on that fold's validation "
+                      "patients):", "", _md(f[cols]), ""]
     training = results / "training.csv"
     if training.is_file():
         t = pd.read_csv(training)

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data.dataset import Augmentation, SliceDataset
+from ..data.sampling import level_filter
 from ..data.splits import is_leaky, load_split, split_rows
 from ..data.store import SliceStore
 from ..io import atomic_path
@@ -184,6 +185,7 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
     step = int(tc.get("train_slice_step") or 1)
     if step > 1:  # neighbouring slices are near-duplicates: every k-th one costs 1/k the time
         train_rows = train_rows[index["slice_index"].to_numpy()[train_rows] % step == 0]
+    train_rows = level_filter(store, train_rows, float(tc.get("min_brain_fraction") or 0.0))
     val_rows = split_rows(split, index, fold, "val")
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise ValueError(f"{split_path}: fold {fold} has {len(train_rows)} training and "
