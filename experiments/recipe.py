@@ -32,6 +32,8 @@ LSE = ["model.pool=heatmap", "model.heatmap_pool=lse"]  # lse_r 5 unless given
 #: train on slices of comparable axial level only (gpcore.data.sampling: Healthy slices are
 #: mostly top / bottom of the brain, tumour slices the middle - a shortcut)
 LEVEL = ["train.min_brain_fraction=0.6"]
+#: normalisation layers where the published model has none (GP-UNet: batch_norm=False)
+BN = {"gp_unet": ["model.batch_norm=true"], "gp_shuffle_unet": [], "gp_recon_resnet": []}
 #: the faithful head with max pooling: each logit is the peak of its own class map
 HMAX = ["model.pool=heatmap", "model.heatmap_pool=max"]
 NO_DROP = {"gp_unet": ["model.dropout=0.0"], "gp_shuffle_unet": ["model.dropout=0.0"],
@@ -49,6 +51,8 @@ VARIANTS = {
     "zscore": lambda m: ZSCORE,
     "hmax": lambda m: HMAX,
     "level": lambda m: LEVEL,
+    "bn": lambda m: BN[m],
+    "bn_long": lambda m: BN[m] + ["train.epochs=60"],
     "level_hmax": lambda m: LEVEL + HMAX,
     "lse20": lambda m: LSE + ["model.lse_r=20.0"],
     "hmax_nodrop_warmup": lambda m: HMAX + NO_DROP[m] + WARMUP,
@@ -137,9 +141,10 @@ def score_run(run: Path, n_resamples: int = 0) -> dict:
     summary = json.loads((run / "summary.json").read_text())
     labels = val["labels"].astype(int)
     tumour = np.asarray([np.any(np.asarray(m) > 0) for m in val["masks"]])
-    choice, _ = select_map_rule(val["heatmaps"], val["probabilities"], val["masks"], labels,
-                                brain=brain, healthy_class=healthy, class_names=classes,
-                                workers=1)
+    choice, grid = select_map_rule(val["heatmaps"], val["probabilities"], val["masks"],
+                                   labels, brain=brain, healthy_class=healthy,
+                                   class_names=classes, workers=1)
+    own = grid[(grid["rule"] == "predicted") & ~grid["in_brain"]]
     outside = peak_outside_brain(val["heatmaps"], val["probabilities"], brain, tumour,
                                  healthy)
     lgg = tumour & (labels == classes.index("LGG")) if "LGG" in classes else None
@@ -147,6 +152,7 @@ def score_run(run: Path, n_resamples: int = 0) -> dict:
             "chance_macro_f1": chance_macro_f1(labels, len(classes)),
             "best_epoch": summary["best_epoch"],
             "val_median_dice": choice["median_dice"],
+            "val_median_dice_predicted_map": float(own["median_dice"].max()),
             "val_median_dice_lgg": choice.get("median_dice_by_class", {}).get("LGG", np.nan),
             "rule": choice["rule"], "in_brain": choice["in_brain"], "offset": choice["offset"],
             "cleanup": choice["cleanup"], "peak_outside_brain": outside,
@@ -189,6 +195,7 @@ def report(base: Path, out: Path) -> pd.DataFrame:
         val_macro_f1=("val_macro_f1", "mean"), val_macro_f1_sd=("val_macro_f1", "std"),
         val_median_dice=("val_median_dice", "mean"),
         val_median_dice_sd=("val_median_dice", "std"),
+        val_median_dice_predicted_map=("val_median_dice_predicted_map", "mean"),
         val_median_dice_lgg=("val_median_dice_lgg", "mean"),
         peak_outside_brain=("peak_outside_brain", "mean"),
         failure_rate=("failed", "mean")).reset_index()
