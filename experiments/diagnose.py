@@ -112,13 +112,43 @@ def figure(runs: list[Path], vals: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def level_table(store_dir: str | Path) -> pd.DataFrame:
+    """The axial-level shortcut of slice labels: each slice's brain cross-section as a share of
+    its patient's largest, summarised per class (``gpcore.data.sampling``)."""
+    from gpcore.data.sampling import brain_areas
+    from gpcore.data.store import SliceStore
+
+    store = SliceStore(store_dir)
+    index = store.index.copy()
+    index["brain_area"] = brain_areas(store.images, index["row"].to_numpy())
+    index["brain_fraction"] = index["brain_area"] / index.groupby("patient_id")[
+        "brain_area"].transform("max")
+    out = index.groupby("class_name", sort=False)["brain_fraction"].describe(
+        percentiles=[0.25, 0.5, 0.75])
+    out.insert(0, "share >= 0.6", index.groupby("class_name", sort=False)["brain_fraction"]
+               .apply(lambda v: float((v >= 0.6).mean())))
+    return out.reset_index()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.diagnose", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+")
+    parser.add_argument("runs", nargs="*")
+    parser.add_argument("--levels", metavar="STORE", help="print (and with --table write) the "
+                        "brain cross-section share per class of this slice store, then stop")
     parser.add_argument("--out", default="docs/figures/recipe_maps.png")
     parser.add_argument("--table", help="also write the size table here (CSV + Markdown stem)")
     args = parser.parse_args(argv)
+    if args.levels:
+        table = level_table(args.levels)
+        print(table.to_string(index=False))
+        if args.table:
+            from gpcore.io import write_table
+
+            write_table(table, args.table)
+        return 0
+    if not args.runs:
+        parser.error("give run folders, or --levels STORE")
     runs = [Path(r) for r in args.runs]
     vals = [_validation(r) for r in runs]
     table = pd.concat([size_table(r, v) for r, v in zip(runs, vals)], ignore_index=True)

@@ -165,18 +165,39 @@ def _train_seconds(run: Path) -> float:
     return float(metrics[col].sum()) if col else float("nan")
 
 
-def report(base: Path, out: Path) -> pd.DataFrame:
-    """Score every finished run under ``base``; write per-run and per-variant tables."""
+def _recipe_runs(base: Path):
+    for run in sorted(base.glob("*/*/fold*-seed*")):
+        fold, seed = (int(p[4:]) for p in run.name.split("-"))
+        yield run, run.parts[-3], run.parts[-2], fold, seed
+
+
+def _study_runs(runs_dir: Path):
+    """The study's own runs (``runs/<study>/<profile>/<model>/fold<k>``): the frozen profile."""
+    import yaml
+
+    for run in sorted(runs_dir.glob("*/fold[0-9]")):
+        if not (run / "config.yaml").is_file():
+            continue
+        cfg = yaml.safe_load((run / "config.yaml").read_text())["config"]
+        yield run, "frozen profile (study)", run.parent.name, int(run.name[4:]), \
+            int(cfg["train"]["seed"])
+
+
+def report(base: Path, out: Path, study_runs: Path | None = None,
+           models: tuple[str, ...] = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet")
+           ) -> pd.DataFrame:
+    """Score every finished run under ``base`` (and the study's runs under ``study_runs``, if
+    given); write per-run and per-variant tables."""
     from gpcore.io import write_table
     from gpcore.pipeline import _finished
 
     rows = []
-    for run in sorted(base.glob("*/*/fold*-seed*")):
+    found = list(_recipe_runs(base))
+    if study_runs is not None:
+        found += [r for r in _study_runs(Path(study_runs)) if r[2] in models]
+    for run, variant, model, fold, seed in found:
         if not _finished(run):
             continue
-        variant, model = run.parts[-3], run.parts[-2]
-        fold, seed = (int(p[4:]) if p.startswith("fold") else int(p[4:])
-                      for p in run.name.split("-"))
         cache = run / "recipe_val.json"
         if cache.is_file() and cache.stat().st_mtime > (run / "best.safetensors").stat().st_mtime:
             scores = json.loads(cache.read_text())
@@ -217,6 +238,9 @@ def main(argv=None) -> int:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "docs" / "recipe_table"),
                         help="table stem (CSV + Markdown) of `report`")
+    parser.add_argument("--with-study", action="store_true",
+                        help="`report`: add the study's own runs (runs/<study>/<profile>), "
+                             "i.e. the frozen profile on every fold it was trained on")
     args = parser.parse_args(argv)
     from gpcore.pipeline import study_data
 
@@ -229,7 +253,8 @@ def main(argv=None) -> int:
         train_grid(store, split, base, args.profile, todo, args.parallel)
         print(f"[recipe] done in {time.time() - start:.0f} s")
     else:
-        print(report(base, Path(args.out)).to_string())
+        study = ROOT / "runs" / args.study / args.profile if args.with_study else None
+        print(report(base, Path(args.out), study, tuple(args.models.split(","))).to_string())
     return 0
 
 

@@ -15,6 +15,7 @@ import yaml
 from gpcore.data.store import build_store
 from gpcore.evaluation.segmentation import dice_iou, score_slices
 from gpcore.explorer import ThresholdExplorer, build_explorer, find_evaluated_runs
+from gpcore.segmentation.maps import brain_mask
 from gpcore.segmentation.threshold import heatmap_to_mask, threshold_value
 from fake_data import fake_subject
 
@@ -88,12 +89,15 @@ def _cohort_reference(state):
     """The cohort median Dice computed independently: score_slices over every test slice of
     the model, then the median over those with tumour."""
     run = state.run
-    labels, channel, healthy = run.labels, state.channel, 0
+    labels, channel, healthy, rule = run.labels, state.channel, 0, state.map_rule
     if channel not in ("predicted", "true"):
         labels, channel, healthy = np.full(len(labels), state.classes.index(channel)), "true", None
+        rule = "predicted"
+    brain = np.stack([brain_mask(run.store.images[r]) for r in run.index["row"]])
     scores = score_slices(run.heatmaps, run.probabilities, run.masks, labels,
                           offset=state.offset, cleanup=state.cleanup, channel=channel,
-                          healthy_class=healthy, workers=1)
+                          healthy_class=healthy, workers=1, rule=rule,
+                          in_brain=state.in_brain, brain=brain)
     return float(np.median(scores.loc[scores.gt_area > 0, "dice"]))
 
 
@@ -189,6 +193,33 @@ def test_cleanup_checkbox_applies_the_cleanup(ui):
         np.testing.assert_array_equal(state.mask(), heatmap_to_mask(
             state.heatmap(), 1.0, cleanup, scale=SIZE / 240))
         assert ui.last_summary["cohort_median_dice"] == pytest.approx(_cohort_reference(state))
+
+
+def test_map_rule_and_brain_widgets(ui):
+    """The map dropdown and the brain-only box change the thresholded map, the mask and the
+    cohort score exactly as MaskRule / score_slices do."""
+    from gpcore.segmentation.maps import MaskRule
+
+    state, ws = ui.state, ui.widgets
+    assert (state.map_rule, state.in_brain) == ("predicted", False)  # old choice files
+    for rule in ("evidence", "sum"):
+        for in_brain in (True, False):
+            ws["map_rule"].value = rule
+            ws["in_brain"].value = in_brain
+            assert (state.map_rule, state.in_brain) == (rule, in_brain)
+            k = state.channel_class()
+            hms = np.asarray(state.run.heatmaps[state.row], np.float32)
+            expected = MaskRule(rule, in_brain, state.offset, state.cleanup).mask(
+                hms, k if k is not None else state.run.healthy_class, state.run.healthy_class,
+                SIZE / 240, brain=state.run.brain[state.row])
+            np.testing.assert_array_equal(state.mask(), expected)
+            if in_brain:
+                assert not (state.mask() & ~state.run.brain[state.row]).any()
+            assert ui.last_summary["cohort_median_dice"] == pytest.approx(
+                _cohort_reference(state))
+            assert f"{rule} map" in ws["scores"].value
+    ws["use_chosen"].click()
+    assert (state.map_rule, state.in_brain) == ("predicted", False)
 
 
 def test_patient_change_resets_the_slice_range(ui):
