@@ -51,3 +51,21 @@ def test_readme_without_markers_is_refused_and_kept(results, tmp_path):
     with pytest.raises(ValueError, match="markers"):
         main([str(results), "--readme", str(readme)])
     assert readme.read_text() == "# no markers\n"
+
+
+def test_section_holds_the_cross_validated_tables(results):
+    """With several folds the section adds cv_summary (readable) and cv_folds."""
+    pd.DataFrame([{"run": "phantom, folds 0,1", "model": "gp_unet"}]).to_csv(
+        results / "cv_summary.csv", index=False)
+    pd.DataFrame([{"model": "gp_unet", "folds localised": "1/2",
+                   "pooled median Dice [95% CI]": "0.412 [0.300, 0.500]"}]).to_csv(
+        results / "cv_summary_readable.csv", index=False)
+    pd.DataFrame([{"model": "gp_unet", "fold": f, "median_dice": d, "mask_rule": "evidence, 0.1"}
+                  for f, d in ((0, 0.5), (1, 0.25))]).to_csv(results / "cv_folds.csv",
+                                                                index=False)
+    text = section(results)
+    assert "**Cross-validated** (phantom, folds 0,1)" in text
+    assert "0.412 [0.300, 0.500]" in text and "1/2" in text
+    assert "evidence, 0.1" in text and "0.25" in text
+    for name in ("cv_summary.csv", "cv_summary_readable.csv", "cv_folds.csv"):
+        (results / name).unlink()
