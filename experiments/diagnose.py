@@ -17,27 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-
-def _validation(run: Path) -> dict:
-    from gpcore.data.splits import load_split, split_rows
-    from gpcore.data.store import SliceStore
-    from gpcore.evaluate import _predictions
-
-    record = yaml.safe_load((run / "config.yaml").read_text())
-    store = SliceStore(record["store"]["path"])
-    rows = split_rows(load_split(run / "split.csv"), store.index, int(record["split"]["fold"]),
-                      "val")
-    return {**_predictions(run, store, rows, "val", "cpu", 64, False), "store": store}
+from experiments.recipe import validation
 
 
 def size_table(run: Path, val: dict) -> pd.DataFrame:
     """Validation Dice of the chosen mask rule by tumour-area quartile."""
     from gpcore.evaluation.segmentation import score_slices, select_map_rule
 
-    classes = list(val["store"].classes)
-    healthy = classes.index("Healthy") if "Healthy" in classes else None
+    healthy = val["healthy"]
     keys = ("heatmaps", "probabilities", "masks", "labels")
     choice, _ = select_map_rule(*(val[k] for k in keys), brain=val["brain"],
                                 healthy_class=healthy, workers=1)
@@ -150,7 +138,7 @@ def main(argv=None) -> int:
     if not args.runs:
         parser.error("give run folders, or --levels STORE")
     runs = [Path(r) for r in args.runs]
-    vals = [_validation(r) for r in runs]
+    vals = [validation(r) for r in runs]
     table = pd.concat([size_table(r, v) for r, v in zip(runs, vals)], ignore_index=True)
     print(table.to_string(index=False))
     if args.table:

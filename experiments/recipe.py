@@ -119,25 +119,34 @@ def chance_macro_f1(labels: np.ndarray, n_classes: int) -> float:
     return float(np.mean(2 * p * q / (p + q)))
 
 
-def score_run(run: Path, n_resamples: int = 0) -> dict:
-    """Validation-only scores of one finished run (see the module docstring)."""
+def validation(run: Path) -> dict:
+    """The fold's validation predictions of a finished run (``gpcore evaluate``'s, predicted
+    when absent) with its ``store``, ``classes``, ``healthy`` class index and ``brain`` masks."""
     import yaml
 
-    from gpcore.evaluate import _predictions
     from gpcore.data.splits import load_split, split_rows
     from gpcore.data.store import SliceStore
-    from gpcore.evaluation.segmentation import select_map_rule
-    from gpcore.segmentation.maps import brain_masks, peak_outside_brain
+    from gpcore.evaluate import _predictions
+    from gpcore.segmentation.maps import brain_masks
 
     record = yaml.safe_load((run / "config.yaml").read_text())
     store = SliceStore(record["store"]["path"])
-    split = load_split(run / "split.csv")
-    fold = int(record["split"]["fold"])
-    rows = split_rows(split, store.index, fold, "val")
+    rows = split_rows(load_split(run / "split.csv"), store.index, int(record["split"]["fold"]),
+                      "val")
     val = _predictions(run, store, rows, "val", "cpu", 64, False)
     classes = list(store.classes)
-    healthy = classes.index("Healthy") if "Healthy" in classes else None
-    brain = brain_masks(store.images, val["index"]["row"].to_numpy())
+    return {**val, "store": store, "classes": classes,
+            "healthy": classes.index("Healthy") if "Healthy" in classes else None,
+            "brain": brain_masks(store.images, val["index"]["row"].to_numpy())}
+
+
+def score_run(run: Path) -> dict:
+    """Validation-only scores of one finished run (see the module docstring)."""
+    from gpcore.evaluation.segmentation import select_map_rule
+    from gpcore.segmentation.maps import peak_outside_brain
+
+    val = validation(run)
+    classes, healthy, brain = val["classes"], val["healthy"], val["brain"]
     summary = json.loads((run / "summary.json").read_text())
     labels = val["labels"].astype(int)
     tumour = np.asarray([np.any(np.asarray(m) > 0) for m in val["masks"]])
@@ -147,7 +156,6 @@ def score_run(run: Path, n_resamples: int = 0) -> dict:
     own = grid[(grid["rule"] == "predicted") & ~grid["in_brain"]]
     outside = peak_outside_brain(val["heatmaps"], val["probabilities"], brain, tumour,
                                  healthy)
-    lgg = tumour & (labels == classes.index("LGG")) if "LGG" in classes else None
     return {"val_macro_f1": summary["best"]["val_macro_f1"],
             "chance_macro_f1": chance_macro_f1(labels, len(classes)),
             "best_epoch": summary["best_epoch"],

@@ -71,12 +71,12 @@ def _evaluation_rows(run: Path) -> dict:
 def all_brain_baseline(loaded: dict, n_resamples: int) -> dict:
     """The trivial segmentation: the whole brain as the tumour mask, on the test slices."""
     from .evaluation.explanation import activation_precision
-    from .evaluation.segmentation import dice_iou
+    from .evaluation.segmentation import dice_per_slice
 
     test = loaded["test"]
     tumour = np.flatnonzero(test["masks"].reshape(len(test["masks"]), -1).any(1))
     brain = brain_masks(loaded, tumour)
-    dice = [dice_iou(b, test["masks"][p] > 0)[0] for b, p in zip(brain, tumour)]
+    dice = dice_per_slice(brain, np.asarray(test["masks"][tumour]) > 0)
     ap = [activation_precision(b.astype(float), test["masks"][p])["ap"]
           for b, p in zip(brain, tumour)]
     pids = test["patient_ids"][tumour]

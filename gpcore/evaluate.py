@@ -40,13 +40,10 @@ def _predictions(run: Path, store: SliceStore, rows: np.ndarray, part: str, devi
     if not (folder / "predict.json").is_file():
         predict_store(run / "best.safetensors", store, rows, folder, batch_size=batch_size,
                       device=device, progress=progress)
-    from .segmentation.maps import brain_masks
-
     index = pd.read_csv(folder / "index.csv", dtype={"patient_id": str}, keep_default_na=False)
     return {"index": index, "probabilities": np.load(folder / "probabilities.npy"),
             "heatmaps": np.load(folder / "heatmaps.npy", mmap_mode="r"),
             "masks": np.asarray(store.masks[index["row"].to_numpy()]),
-            "brain": brain_masks(store.images, index["row"].to_numpy()),
             "labels": index["label"].to_numpy(), "patient_ids": index["patient_id"].to_numpy()}
 
 
@@ -89,7 +86,7 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
     from .evaluation.segmentation import (evaluate_with_validation_offset, patient_dice_3d,
                                           score_slices, segmentation_summary)
     from .evaluation.fidelity import confidence_fidelity, plot_confidence_dice, plot_example_grid
-    from .segmentation.maps import MAP_RULES, MaskRule
+    from .segmentation.maps import MAP_RULES, MaskRule, brain_masks
     from .segmentation.threshold import PUBLISHED_OFFSETS
 
     run = Path(run_dir)
@@ -108,6 +105,8 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
              + (", true-class heatmap" if channel == "true" else ""))
     data = {part: _predictions(run, store, split_rows(split, store.index, fold, part), part,
                                device, batch_size, progress) for part in ("val", "test")}
+    for part in data.values():  # the brain restriction of the map rules
+        part["brain"] = brain_masks(store.images, part["index"]["row"].to_numpy())
     out = run / ("evaluation" if channel == "predicted" else f"evaluation_{channel}_class")
     figures = out / "figures"
     test = data["test"]

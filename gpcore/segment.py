@@ -33,6 +33,7 @@ Command line: ``gpcore segment --checkpoint M.safetensors --input DIR_OR_FILE --
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -215,7 +216,7 @@ def mask_rule_for(checkpoint: Path, name: str, offset: float | None, cleanup: bo
     if not cleanup:
         changed["cleanup"] = False
     if changed:
-        rule = MaskRule(**{**rule.__dict__, **changed})
+        rule = dataclasses.replace(rule, **changed)
         source += " with " + ", ".join(f"{k}={v}" for k, v in changed.items()) + " given"
     return rule, source
 

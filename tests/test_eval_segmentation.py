@@ -296,3 +296,16 @@ def test_test_split_never_influences_the_choice():
                  masks=rng.integers(0, 2, test["masks"].shape))
     assert evaluate_with_validation_offset(val, test2, offsets=offsets,
                                            n_resamples=100)["choice"] == ref
+
+
+def test_dice_per_slice_matches_dice_iou():
+    from gpcore.evaluation.segmentation import dice_per_slice
+
+    rng = np.random.default_rng(3)
+    pred, gt = rng.random((6, 9, 7)) > 0.5, rng.random((6, 9, 7)) > 0.6
+    pred[2] = gt[2] = False  # empty / empty: nan, as dice_iou
+    expected = [dice_iou(p, g)[0] for p, g in zip(pred, gt)]
+    np.testing.assert_array_equal(dice_per_slice(pred, gt), expected)
+    assert dice_per_slice(pred[:0], gt[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="shapes differ"):
+        dice_per_slice(pred, gt[:3])

@@ -24,14 +24,10 @@ LOCALISES_RATIO = 2.0
 def all_brain_dice(store, rows: np.ndarray) -> np.ndarray:
     """Slice Dice of the all-brain mask against the whole-tumour truth, ``(len(rows),)``."""
     from ..segmentation.maps import brain_masks
-    from .segmentation import _dice_iou_from_sums
+    from .segmentation import dice_per_slice
 
     rows = np.asarray(rows, np.int64)
-    brain = brain_masks(store.images, rows)
-    gt = np.stack([np.asarray(store.masks[r]) > 0 for r in rows]) if len(rows) else brain
-    inter = (brain & gt).reshape(len(rows), -1).sum(1)
-    return _dice_iou_from_sums(inter, brain.reshape(len(rows), -1).sum(1),
-                               gt.reshape(len(rows), -1).sum(1))[0]
+    return dice_per_slice(brain_masks(store.images, rows), np.asarray(store.masks[rows]) > 0)
 
 
 def run_test_slices(run: Path) -> pd.DataFrame:

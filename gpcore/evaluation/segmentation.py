@@ -53,6 +53,17 @@ def dice_iou(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     return float(d[0]), float(i[0])
 
 
+def dice_per_slice(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Unsmoothed Dice of ``(N, H, W)`` mask stacks, slice by slice: ``(N,)`` (nan where both
+    are empty), as :func:`dice_iou`."""
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred and gt shapes differ: {pred.shape} vs {gt.shape}")
+    flat = (len(pred), int(np.prod(pred.shape[1:])))  # also for N = 0
+    return _dice_iou_from_sums((pred & gt).reshape(flat).sum(1), pred.reshape(flat).sum(1),
+                               gt.reshape(flat).sum(1))[0]
+
+
 def _dice_iou_from_sums(inter, area_pred, area_gt) -> tuple[np.ndarray, np.ndarray]:
     """Element-wise Dice and IoU from intersection and areas; nan where both areas are 0."""
     inter = np.asarray(inter, np.float64)
