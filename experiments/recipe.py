@@ -42,8 +42,15 @@ WARMUP = ["train.lr_schedule=warmup_cosine", "train.warmup_fraction=0.1"]
 #: per-slice max normalisation (published) makes every brain pixel's intensity depend on the
 #: brightest tumour pixel of the slice: a global cue. z-score inside the brain removes it.
 ZSCORE = ["train.normalisation=zscore"]
+#: Healthy as the background of multiple-instance learning: its logit is a learned constant,
+#: so only tumour maps are pooled (gpcore.models.base, ``background_class``)
+BG = ["model.background_class=0"]
 VARIANTS = {
     "published": lambda m: [],
+    "bg": lambda m: BG,
+    "bg_hmax": lambda m: BG + HMAX,
+    "bn_hmax": lambda m: BN[m] + HMAX,
+    "bn_bg_hmax": lambda m: BN[m] + BG + HMAX,
     "lse": lambda m: LSE,
     "lse_nodrop": lambda m: LSE + NO_DROP[m],
     "lse_nodrop_warmup": lambda m: LSE + NO_DROP[m] + WARMUP,
@@ -75,14 +82,16 @@ def run_dir(base: Path, variant: str, model: str, fold: int, seed: int) -> Path:
     return base / variant / model / f"fold{fold}-seed{seed}"
 
 
-def jobs(base: Path, variants, models, runs) -> list[dict]:
+def jobs(base: Path, variants, models, runs, suffix: str = "") -> list[dict]:
+    """One job per (model, variant, fold, seed); ``suffix`` names a non-default store in the
+    variant's folder (``bg@128``)."""
     out = []
     for model in models:
         for variant in variants:
             for fold, seed in runs:
                 overrides = VARIANTS[variant](model) + [f"train.seed={seed}"]
-                out.append(dict(run=run_dir(base, variant, model, fold, seed), model=model,
-                                fold=fold, overrides=overrides))
+                out.append(dict(run=run_dir(base, variant + suffix, model, fold, seed),
+                                model=model, fold=fold, overrides=overrides))
     return out
 
 
@@ -142,7 +151,7 @@ def validation(run: Path) -> dict:
 
 def score_run(run: Path) -> dict:
     """Validation-only scores of one finished run (see the module docstring)."""
-    from gpcore.evaluation.segmentation import select_map_rule
+    from gpcore.evaluation.segmentation import map_auroc_per_slice, select_map_rule
     from gpcore.segmentation.maps import peak_outside_brain
 
     val = validation(run)
@@ -154,6 +163,8 @@ def score_run(run: Path) -> dict:
                                    labels, brain=brain, healthy_class=healthy,
                                    class_names=classes, workers=1)
     own = grid[(grid["rule"] == "predicted") & ~grid["in_brain"]]
+    auroc = map_auroc_per_slice(val["heatmaps"], val["masks"], np.flatnonzero(tumour),
+                                "evidence", brain, healthy)
     outside = peak_outside_brain(val["heatmaps"], val["probabilities"], brain, tumour,
                                  healthy)
     return {"val_macro_f1": summary["best"]["val_macro_f1"],
@@ -164,6 +175,7 @@ def score_run(run: Path) -> dict:
             "val_median_dice_lgg": choice.get("median_dice_by_class", {}).get("LGG", np.nan),
             "rule": choice["rule"], "in_brain": choice["in_brain"], "offset": choice["offset"],
             "cleanup": choice["cleanup"], "peak_outside_brain": outside,
+            "val_map_auroc": float(np.nanmedian(auroc)),
             "train_seconds": _train_seconds(run)}
 
 
@@ -207,9 +219,10 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
         if not _finished(run):
             continue
         cache = run / "recipe_val.json"
+        scores = {}
         if cache.is_file() and cache.stat().st_mtime > (run / "best.safetensors").stat().st_mtime:
             scores = json.loads(cache.read_text())
-        else:
+        if "val_map_auroc" not in scores:  # cached before the column existed
             scores = score_run(run)
             cache.write_text(json.dumps(scores, default=float, indent=1))
         rows.append({"variant": variant, "model": model, "fold": fold, "seed": seed, **scores})
@@ -226,6 +239,7 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
         val_median_dice_sd=("val_median_dice", "std"),
         val_median_dice_predicted_map=("val_median_dice_predicted_map", "mean"),
         val_median_dice_lgg=("val_median_dice_lgg", "mean"),
+        val_map_auroc=("val_map_auroc", "mean"), val_map_auroc_min=("val_map_auroc", "min"),
         peak_outside_brain=("peak_outside_brain", "mean"),
         failure_rate=("failed", "mean")).reset_index()
     write_table(summary, out)
@@ -244,6 +258,9 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", default=",".join(f"{f}:{s}" for f, s in DEFAULT_RUNS),
                         help="fold:seed pairs, e.g. 0:1701,1:1702")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--store", default=None,
+                        help="`train`: another slice store of the same cohort (e.g. "
+                             "data/phantom/quick/store_128); runs go under <variant>@<size>")
     parser.add_argument("--out", default=str(ROOT / "docs" / "recipe_table"),
                         help="table stem (CSV + Markdown) of `report`")
     parser.add_argument("--with-study", action="store_true",
@@ -255,8 +272,11 @@ def main(argv=None) -> int:
     base = ROOT / "runs" / "recipe" / f"{args.study}-{args.profile}"
     if args.action == "train":
         store, split = study_data(ROOT / "data" / args.study / args.profile, args.profile)
-        todo = jobs(base, args.variants.split(","), args.models.split(","),
-                    parse_runs(args.runs))
+        variants = args.variants.split(",")
+        if args.store:
+            store = Path(args.store)
+        todo = jobs(base, variants, args.models.split(","), parse_runs(args.runs),
+                    suffix=f"@{store.name.split('_')[-1]}" if args.store else "")
         start = time.time()
         train_grid(store, split, base, args.profile, todo, args.parallel)
         print(f"[recipe] done in {time.time() - start:.0f} s")

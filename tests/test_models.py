@@ -84,6 +84,30 @@ def test_published_pooling_is_feature_max_before_the_head(name):
     assert not torch.allclose(logits, heatmap.amax(dim=(2, 3)))
 
 
+@pytest.mark.parametrize("name", GP_MODELS)
+@pytest.mark.parametrize("pool", ["features", "heatmap"])
+def test_background_class_is_the_head_bias_and_only_tumour_maps_are_pooled(name, pool):
+    torch.manual_seed(0)
+    plain = small_model(name, pool=pool).eval()
+    torch.manual_seed(0)
+    bg = small_model(name, pool=pool, background_class=0).eval()
+    assert plain.state_dict().keys() == bg.state_dict().keys()
+    x = torch.randn(2, 4, 32, 40, requires_grad=True)
+    want_logits, want_maps = plain.forward_with_heatmap(x)
+    logits, maps = bg.forward_with_heatmap(x)
+    b = bg.head.bias[0]
+    torch.testing.assert_close(logits[:, 1:], want_logits[:, 1:])  # tumour classes unchanged
+    torch.testing.assert_close(maps[:, 1:], want_maps[:, 1:])
+    torch.testing.assert_close(logits[:, 0], b.expand(2))           # background: the bias
+    torch.testing.assert_close(maps[:, 0], b.expand(2, 32, 40))
+    logits.sum().backward()
+    w = bg.head.weight.grad
+    assert w[0].abs().sum() == 0 and w[1:].abs().sum() > 0  # no gradient to the unused row
+    assert bg.head.bias.grad[0] != 0
+    with pytest.raises(ValueError, match="background_class"):
+        small_model(name, background_class=-1)
+
+
 @pytest.mark.parametrize("out_act", ["sigmoid", "softmax", "relu", "tanh"])
 def test_out_act_applies_to_both_outputs_and_keeps_keys(out_act):
     plain = small_model("gp_unet").eval()

@@ -64,6 +64,43 @@ def dice_per_slice(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
                                gt.reshape(flat).sum(1))[0]
 
 
+def pixel_auroc(score: np.ndarray, target: np.ndarray,
+                region: np.ndarray | None = None) -> float:
+    """Threshold-free localisation of one map: the probability that a random tumour pixel
+    scores above a random non-tumour pixel (ties count half), over ``region`` (e.g. the
+    brain) or the whole ``(H, W)`` slice. 0.5: the map does not tell tumour from the rest; nan
+    when the region holds only one of the two. Mann-Whitney U from ranks."""
+    from scipy.stats import rankdata
+
+    score, target = np.asarray(score, np.float64), np.asarray(target, bool)
+    if region is not None:
+        region = np.asarray(region, bool)
+        score, target = score[region], target[region]
+    score, target = score.ravel(), target.ravel()
+    n_pos = int(target.sum())
+    n_neg = target.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[target].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def map_auroc_per_slice(heatmaps, masks, rows, rule: str = "evidence", brain=None,
+                        healthy_class: int | None = 0) -> np.ndarray:
+    """:func:`pixel_auroc` of the ``rule`` map on the tumour slices ``rows`` of
+    ``heatmaps (N, K, H, W)`` / ``masks (N, H, W)``, inside ``brain[row]`` when given:
+    ``(len(rows),)``. ``"evidence"`` and ``"sum"`` combine every tumour map; ``"predicted"``
+    takes the last tumour class's (HGG). Independent of the classification and of any
+    threshold, it says whether the maps localise at all."""
+    out = np.empty(len(rows))
+    k_any = next(c for c in reversed(range(np.shape(heatmaps)[1])) if c != healthy_class)
+    for i, r in enumerate(rows):
+        hm = tumour_map(np.asarray(heatmaps[r], np.float32), k_any, rule, healthy_class)
+        out[i] = pixel_auroc(hm, np.asarray(masks[r]) > 0,
+                             None if brain is None else brain[r])
+    return out
+
+
 def _dice_iou_from_sums(inter, area_pred, area_gt) -> tuple[np.ndarray, np.ndarray]:
     """Element-wise Dice and IoU from intersection and areas; nan where both areas are 0."""
     inter = np.asarray(inter, np.float64)

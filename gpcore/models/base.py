@@ -9,6 +9,14 @@ A GP classifier computes final features ``F`` of shape ``(B, C_f, H, W)`` and a 
 * ``pool="heatmap"`` (faithful variant): ``heatmap = head(F)`` and each logit is the global
   pooling of its own heatmap (``"max"``, or ``"lse"`` log-sum-exp with temperature ``lse_r``),
   so the heatmap drives the decision by construction.
+
+``background_class=c`` (e.g. Healthy, 0) makes class ``c`` the *background* of multiple-
+instance learning: its logit is the head's bias ``b_c`` alone and its heatmap that constant,
+so "no tumour" is what is left when no tumour map is high anywhere. Pooled like the others,
+the Healthy map has to be high on a tumour slice's healthy tissue too unless it is told the
+slice holds a tumour somewhere - a non-local quantity that the shared features then carry
+into the tumour maps (docs/recipe.md). The head keeps its shape (``state_dict`` unchanged);
+the weight row of ``c`` receives no gradient.
 """
 from __future__ import annotations
 
@@ -74,8 +82,13 @@ class GPClassifier(nn.Module):
     display_name = "GP model"
 
     def __init__(self, in_channels: int, pool: str, heatmap_pool: str, lse_r: float,
-                 out_act: str | None):
+                 out_act: str | None, background_class: int | None = None):
         super().__init__()
+        if background_class is not None and (isinstance(background_class, bool)
+                                             or not isinstance(background_class, int)
+                                             or background_class < 0):
+            raise ValueError(f"background_class must be a class index or None, got "
+                             f"{background_class!r}")
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         if heatmap_pool not in HEATMAP_POOLS:
@@ -91,6 +104,7 @@ class GPClassifier(nn.Module):
         self.heatmap_pool = heatmap_pool
         self.lse_r = float(lse_r)
         self.out_act = out_act
+        self.background_class = background_class
         self.config: dict = {}
 
     # -- to be provided by subclasses ------------------------------------------------------
@@ -131,9 +145,27 @@ class GPClassifier(nn.Module):
                 logits = heatmap.amax(dim=(2, 3))
             else:
                 logits = lse_pool(heatmap, self.lse_r)
+        if self.background_class is not None:
+            logits, heatmap = self._constant_background(logits, heatmap)
         logits = _activate(logits, self.out_act)
         if heatmap is not None:
             heatmap = _activate(heatmap, self.out_act)
+        return logits, heatmap
+
+    def _constant_background(self, logits: Tensor, heatmap: Tensor | None):
+        """Logit and map of :attr:`background_class` replaced by the head's bias ``b_c``."""
+        c = self.background_class
+        if c >= logits.shape[1]:
+            raise ValueError(f"background_class {c} is not a class of this "
+                             f"{logits.shape[1]}-class model")
+        bias = self.head.bias
+        b = bias[c].to(logits.dtype) if bias is not None else logits.new_zeros(())
+        other = torch.ones(logits.shape[1], dtype=logits.dtype, device=logits.device)
+        other[c] = 0
+        logits = logits * other + b * (1 - other)
+        if heatmap is not None:
+            o = other.to(heatmap.dtype)[None, :, None, None]
+            heatmap = heatmap * o + b.to(heatmap.dtype) * (1 - o)
         return logits, heatmap
 
     def forward(self, x: Tensor) -> Tensor:
@@ -147,7 +179,8 @@ class GPClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         pool = self.pool if self.pool == "features" else f"heatmap/{self.heatmap_pool}"
-        return f"pool={pool}, out_act={self.out_act}"
+        bg = "" if self.background_class is None else f", background_class={self.background_class}"
+        return f"pool={pool}, out_act={self.out_act}{bg}"
 
 
 def record_config(local_vars: dict) -> dict:
