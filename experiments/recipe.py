@@ -42,6 +42,14 @@ WARMUP = ["train.lr_schedule=warmup_cosine", "train.warmup_fraction=0.1"]
 #: per-slice max normalisation (published) makes every brain pixel's intensity depend on the
 #: brightest tumour pixel of the slice: a global cue. z-score inside the brain removes it.
 ZSCORE = ["train.normalisation=zscore"]
+#: a shallower encoder: the receptive field relative to the slice as in the paper (GP-UNet
+#: depth 3 sees ~45 px: a fifth of a 240 px slice, two thirds of a 64 px one)
+D2 = {"gp_unet": ["model.depth=2"], "gp_shuffle_unet": ["model.n_levels=2"],
+      "gp_recon_resnet": []}
+#: pool over the brain (non-zero input) only: no zero background to write the decision on
+BRAIN = ["model.pool_region=brain"]
+#: the faithful head pooled over the top 5 % of each map (gpcore.models.base.topk_pool)
+TOPK = ["model.pool=heatmap", "model.heatmap_pool=topk"]
 #: Healthy as the background of multiple-instance learning: its logit is a learned constant,
 #: so only tumour maps are pooled (gpcore.models.base, ``background_class``)
 BG = ["model.background_class=0"]
@@ -50,6 +58,17 @@ VARIANTS = {
     "bg": lambda m: BG,
     "bg_hmax": lambda m: BG + HMAX,
     "bn_hmax": lambda m: BN[m] + HMAX,
+    "topk": lambda m: TOPK,
+    "brainpool": lambda m: BRAIN,
+    "brainpool_hmax": lambda m: BRAIN + HMAX,
+    "brainpool_topk": lambda m: BRAIN + TOPK,
+    "brainpool_bg_topk": lambda m: BRAIN + BG + TOPK,
+    "d2": lambda m: D2[m],
+    "d2_topk": lambda m: D2[m] + TOPK,
+    "d2_bg_topk": lambda m: D2[m] + BG + TOPK,
+    "bg_topk": lambda m: BG + TOPK,
+    "bn_topk": lambda m: BN[m] + TOPK,
+    "bn_bg_topk": lambda m: BN[m] + BG + TOPK,
     "bn_bg_hmax": lambda m: BN[m] + BG + HMAX,
     "lse": lambda m: LSE,
     "lse_nodrop": lambda m: LSE + NO_DROP[m],

@@ -70,6 +70,14 @@ def test_heatmap_pooling_gives_logits_equal_to_pooled_heatmaps(name):
     assert (logits <= heatmap.amax(dim=(2, 3)) + 1e-6).all()  # LSE lies below the max
     assert (logits >= heatmap.mean(dim=(2, 3)) - 1e-6).all()  # ... and above the mean
 
+    model = small_model(name, pool="heatmap", heatmap_pool="topk", topk_fraction=0.1).eval()
+    logits, heatmap = model.forward_with_heatmap(torch.randn(3, 4, 32, 40))
+    k = 128  # ceil(0.1 * 32 * 40)
+    want = heatmap.flatten(2).sort(dim=2, descending=True).values[..., :k].mean(2)
+    torch.testing.assert_close(logits, want)
+    with pytest.raises(ValueError, match="topk_fraction"):
+        small_model(name, pool="heatmap", heatmap_pool="topk", topk_fraction=0.0)
+
 
 @pytest.mark.parametrize("name", GP_MODELS)
 def test_published_pooling_is_feature_max_before_the_head(name):
@@ -106,6 +114,27 @@ def test_background_class_is_the_head_bias_and_only_tumour_maps_are_pooled(name,
     assert bg.head.bias.grad[0] != 0
     with pytest.raises(ValueError, match="background_class"):
         small_model(name, background_class=-1)
+
+
+@pytest.mark.parametrize("name", GP_MODELS)
+@pytest.mark.parametrize("pool", ["features", "heatmap"])
+def test_brain_pooling_ignores_the_zero_background(name, pool):
+    model = small_model(name, pool=pool, pool_region="brain").eval()
+    x = torch.zeros(2, 4, 32, 40)
+    x[:, :, 6:26, 8:30] = torch.rand(2, 4, 20, 22) + 0.1
+    logits, heatmap = model.forward_with_heatmap(x)
+    inside = heatmap[:, :, 6:26, 8:30]
+    if pool == "heatmap":  # the logit is the peak over brain pixels only
+        torch.testing.assert_close(logits, inside.amax(dim=(2, 3)))
+    else:
+        feats = model.features(x)[:, :, 6:26, 8:30]
+        want = model.head(feats.amax(dim=(2, 3), keepdim=True)).flatten(1)
+        torch.testing.assert_close(logits, want)
+    # a slice without any non-zero pixel is pooled over the whole image
+    blank = torch.zeros(1, 4, 32, 40)
+    same = small_model(name, pool=pool).eval()
+    same.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model(blank), same(blank))
 
 
 @pytest.mark.parametrize("out_act", ["sigmoid", "softmax", "relu", "tanh"])

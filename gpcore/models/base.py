@@ -7,8 +7,16 @@ A GP classifier computes final features ``F`` of shape ``(B, C_f, H, W)`` and a 
   features *before* the 1x1 conv; ``heatmap = head(F)`` is a CAM-style projection, so in general
   ``logit_c != max heatmap_c``.
 * ``pool="heatmap"`` (faithful variant): ``heatmap = head(F)`` and each logit is the global
-  pooling of its own heatmap (``"max"``, or ``"lse"`` log-sum-exp with temperature ``lse_r``),
-  so the heatmap drives the decision by construction.
+  pooling of its own heatmap (``"max"``; ``"lse"`` log-sum-exp with temperature ``lse_r``;
+  ``"topk"`` the mean of its ``topk_fraction`` highest pixels), so the heatmap drives the
+  decision by construction. Max pooling sends the gradient to one pixel per map; top-k
+  spreads it over a tumour-sized region and, unlike LSE, does not depend on the map's scale.
+
+``pool_region="brain"`` pools over the brain only (pixels where some input contrast is
+non-zero; the whole slice if none is): outside it, the zero background offers every map a
+constant canvas on which a network with a slice-wide receptive field can write "this slice
+holds a tumour" far from the tumour - the failure of the quick runs whose maps peaked
+outside the brain (docs/recipe.md). The heatmap itself is returned unmasked.
 
 ``background_class=c`` (e.g. Healthy, 0) makes class ``c`` the *background* of multiple-
 instance learning: its logit is the head's bias ``b_c`` alone and its heatmap that constant,
@@ -27,7 +35,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 POOLS = ("features", "heatmap")
-HEATMAP_POOLS = ("max", "lse")
+#: stands in for -inf outside the pooling region (finite: no nan in LSE / bf16)
+_LOW = -1.0e4
+HEATMAP_POOLS = ("max", "lse", "topk")
+POOL_REGIONS = ("image", "brain")
 OUT_ACTS = (None, "sigmoid", "softmax", "relu", "tanh")
 
 
@@ -62,6 +73,14 @@ def lse_pool(heatmap: Tensor, r: float) -> Tensor:
     return (torch.logsumexp(r * flat, dim=2) - math.log(flat.shape[2])) / r
 
 
+def topk_pool(heatmap: Tensor, fraction: float) -> Tensor:
+    """Mean of the ``ceil(fraction * H * W)`` highest values of each map:
+    ``(B, K, H, W) -> (B, K)``; the max at ``fraction -> 0``, the mean at 1."""
+    flat = heatmap.flatten(2)
+    k = max(1, math.ceil(fraction * flat.shape[2]))
+    return flat.topk(k, dim=2).values.mean(2)
+
+
 def _activate(x: Tensor, out_act: str | None) -> Tensor:
     if out_act is None:
         return x
@@ -82,8 +101,13 @@ class GPClassifier(nn.Module):
     display_name = "GP model"
 
     def __init__(self, in_channels: int, pool: str, heatmap_pool: str, lse_r: float,
-                 out_act: str | None, background_class: int | None = None):
+                 out_act: str | None, background_class: int | None = None,
+                 topk_fraction: float = 0.05, pool_region: str = "image"):
         super().__init__()
+        if pool_region not in POOL_REGIONS:
+            raise ValueError(f"pool_region must be one of {POOL_REGIONS}, got {pool_region!r}")
+        if not 0 < topk_fraction <= 1:
+            raise ValueError(f"topk_fraction must be in (0, 1], got {topk_fraction}")
         if background_class is not None and (isinstance(background_class, bool)
                                              or not isinstance(background_class, int)
                                              or background_class < 0):
@@ -103,6 +127,8 @@ class GPClassifier(nn.Module):
         self.pool = pool
         self.heatmap_pool = heatmap_pool
         self.lse_r = float(lse_r)
+        self.topk_fraction = float(topk_fraction)
+        self.pool_region = pool_region
         self.out_act = out_act
         self.background_class = background_class
         self.config: dict = {}
@@ -136,21 +162,34 @@ class GPClassifier(nn.Module):
         self.check_input(x)
         feats = self.features(x)
         head = self.head
+        outside = self._outside_region(x)
         if self.pool == "features":
-            logits = head(F.adaptive_max_pool2d(feats, 1)).flatten(1)
+            pooled = feats if outside is None else feats.masked_fill(outside, _LOW)
+            logits = head(F.adaptive_max_pool2d(pooled, 1)).flatten(1)
             heatmap = head(feats) if with_heatmap else None
         else:
             heatmap = head(feats)
+            pooled = heatmap if outside is None else heatmap.masked_fill(outside, _LOW)
             if self.heatmap_pool == "max":
-                logits = heatmap.amax(dim=(2, 3))
+                logits = pooled.amax(dim=(2, 3))
+            elif self.heatmap_pool == "lse":
+                logits = lse_pool(pooled, self.lse_r)
             else:
-                logits = lse_pool(heatmap, self.lse_r)
+                logits = topk_pool(pooled, self.topk_fraction)
         if self.background_class is not None:
             logits, heatmap = self._constant_background(logits, heatmap)
         logits = _activate(logits, self.out_act)
         if heatmap is not None:
             heatmap = _activate(heatmap, self.out_act)
         return logits, heatmap
+
+    def _outside_region(self, x: Tensor) -> Tensor | None:
+        """``(B, 1, H, W)`` bool, True outside the pooling region; None: pool everywhere."""
+        if self.pool_region == "image":
+            return None
+        outside = (x == 0).all(dim=1, keepdim=True)
+        empty = outside.flatten(1).all(1)[:, None, None, None]  # no brain: pool everywhere
+        return outside & ~empty
 
     def _constant_background(self, logits: Tensor, heatmap: Tensor | None):
         """Logit and map of :attr:`background_class` replaced by the head's bias ``b_c``."""

@@ -86,7 +86,7 @@ class GPReconResNet(GPClassifier):
             or an ``F.interpolate`` mode.
         norm: ``"instance"`` (paper) or ``"batch"``.
         activation: ``"prelu"`` (paper; one slope per layer) or ``"relu"``.
-        pool, heatmap_pool, lse_r, out_act, background_class: see
+        pool, heatmap_pool, lse_r, topk_fraction, pool_region, out_act, background_class: see
             :class:`~gpcore.models.base.GPClassifier`.
     """
 
@@ -96,8 +96,10 @@ class GPReconResNet(GPClassifier):
                  starting_nfeatures: int = 64, updown_blocks: int = 2,
                  res_drop_prob: float = 0.5, up_mode: str = "sinc", norm: str = "instance",
                  activation: str = "prelu", pool: str = "features", heatmap_pool: str = "max",
-                 lse_r: float = 5.0, out_act: str | None = None, background_class: int | None = None):
-        super().__init__(in_channels, pool, heatmap_pool, lse_r, out_act, background_class)
+                 lse_r: float = 5.0, out_act: str | None = None, background_class: int | None = None,
+                 topk_fraction: float = 0.05, pool_region: str = "image"):
+        super().__init__(in_channels, pool, heatmap_pool, lse_r, out_act, background_class,
+                         topk_fraction, pool_region)
         self.config = record_config(locals())
         if up_mode not in UP_MODES:
             raise ValueError(f"up_mode must be one of {UP_MODES}, got {up_mode!r}")

@@ -104,7 +104,7 @@ class GPShuffleUNet(GPClassifier):
         init: ``"icnr"`` - Kaiming-normal for every conv, then ICNR for the convs before each
             pixel shuffle (what the reference intended); ``"reference"`` - Kaiming-normal for
             every conv, as the published code effectively did (its ICNR was overwritten, D2).
-        pool, heatmap_pool, lse_r, out_act, background_class: see
+        pool, heatmap_pool, lse_r, topk_fraction, pool_region, out_act, background_class: see
             :class:`~gpcore.models.base.GPClassifier`.
     """
 
@@ -113,8 +113,10 @@ class GPShuffleUNet(GPClassifier):
     def __init__(self, in_channels: int = 4, n_classes: int = 3, num_features: int = 64,
                  n_levels: int = 3, dropout: float = 0.5, init: str = "icnr",
                  pool: str = "features", heatmap_pool: str = "max", lse_r: float = 5.0,
-                 out_act: str | None = None, background_class: int | None = None):
-        super().__init__(in_channels, pool, heatmap_pool, lse_r, out_act, background_class)
+                 out_act: str | None = None, background_class: int | None = None,
+                 topk_fraction: float = 0.05, pool_region: str = "image"):
+        super().__init__(in_channels, pool, heatmap_pool, lse_r, out_act, background_class,
+                         topk_fraction, pool_region)
         self.config = record_config(locals())
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")

@@ -68,7 +68,7 @@ class GPUNet(GPClassifier):
         dropout: ``Dropout2d`` probability on the bottleneck (paper 0.5).
         batch_norm: BatchNorm after each activation (not used by the paper).
         activation: ``"relu"`` (paper) or ``"prelu"``.
-        pool, heatmap_pool, lse_r, out_act, background_class: see
+        pool, heatmap_pool, lse_r, topk_fraction, pool_region, out_act, background_class: see
             :class:`~gpcore.models.base.GPClassifier`.
     """
 
@@ -77,8 +77,10 @@ class GPUNet(GPClassifier):
     def __init__(self, in_channels: int = 4, n_classes: int = 3, depth: int = 3, wf: int = 6,
                  up_mode: str = "sinc", dropout: float = 0.5, batch_norm: bool = False,
                  activation: str = "relu", pool: str = "features", heatmap_pool: str = "max",
-                 lse_r: float = 5.0, out_act: str | None = None, background_class: int | None = None):
-        super().__init__(in_channels, pool, heatmap_pool, lse_r, out_act, background_class)
+                 lse_r: float = 5.0, out_act: str | None = None, background_class: int | None = None,
+                 topk_fraction: float = 0.05, pool_region: str = "image"):
+        super().__init__(in_channels, pool, heatmap_pool, lse_r, out_act, background_class,
+                         topk_fraction, pool_region)
         self.config = record_config(locals())
         if up_mode not in UP_MODES:
             raise ValueError(f"up_mode must be one of {UP_MODES}, got {up_mode!r}")
