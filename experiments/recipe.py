@@ -48,6 +48,12 @@ D2 = {"gp_unet": ["model.depth=2"], "gp_shuffle_unet": ["model.n_levels=2"],
       "gp_recon_resnet": []}
 #: pool over the brain (non-zero input) only: no zero background to write the decision on
 BRAIN = ["model.pool_region=brain"]
+#: plain cross-entropy: balanced weights give the LGG slices (~6 %, 4 training patients a
+#: fold) ~6x the weight of a Healthy slice, a pressure to recognise those patients - a
+#: slice-wide cue - rather than the lesion
+UNWEIGHTED = ["train.class_weights=none"]
+#: per-contrast intensity augmentation: contrast ratios identify a phantom subject
+CHSCALE = ["train.channel_scale=0.3"]
 #: the faithful head pooled over the top 5 % of each map (gpcore.models.base.topk_pool)
 TOPK = ["model.pool=heatmap", "model.heatmap_pool=topk"]
 #: Healthy as the background of multiple-instance learning: its logit is a learned constant,
@@ -59,6 +65,12 @@ VARIANTS = {
     "bg_hmax": lambda m: BG + HMAX,
     "bn_hmax": lambda m: BN[m] + HMAX,
     "topk": lambda m: TOPK,
+    "unweighted": lambda m: UNWEIGHTED,
+    "chscale": lambda m: CHSCALE,
+    "unweighted_chscale": lambda m: UNWEIGHTED + CHSCALE,
+    "unweighted_chscale_topk": lambda m: UNWEIGHTED + CHSCALE + TOPK,
+    "chscale_topk": lambda m: CHSCALE + TOPK,
+    "unweighted_topk": lambda m: UNWEIGHTED + TOPK,
     "brainpool": lambda m: BRAIN,
     "brainpool_hmax": lambda m: BRAIN + HMAX,
     "brainpool_topk": lambda m: BRAIN + TOPK,

@@ -97,6 +97,22 @@ def test_rotation_by_90_degrees_is_exact_and_mask_follows_image():
         assert torch.equal(img_a[0] > 0, mask_a > 0) and set(mask_a.unique().tolist()) <= {0, 2}
 
 
+def test_channel_scale_multiplies_each_contrast_within_its_bounds():
+    image = torch.rand(4, 16, 12) + 0.5
+    plain = Augmentation(max_angle=0, p_hflip=0, p_vflip=0)
+    assert torch.equal(plain(image, None)[0], image)  # off by default
+    scaled = Augmentation(max_angle=0, p_hflip=0, p_vflip=0, channel_scale=0.3)
+    ratios = []
+    for _ in range(50):
+        out, _ = scaled(image, None)
+        r = (out / image).flatten(1)
+        assert torch.allclose(r, r[:, :1].expand_as(r))  # one factor per contrast
+        ratios.append(r[:, 0])
+    ratios = torch.stack(ratios)
+    assert ratios.min() >= 1 / 1.3 - 1e-6 and ratios.max() <= 1.3 + 1e-6
+    assert ratios.std(0).min() > 0.05  # the contrasts' factors differ from draw to draw
+
+
 def test_slice_dataset_with_workers(tmp_path):
     store = build_store([fake_subject(1), fake_subject(2, "LGG")], tmp_path / "s",
                         source={"kind": "test"}, workers=1, progress=False)

@@ -26,17 +26,27 @@ from .store import SliceStore
 
 @dataclass(frozen=True)
 class Augmentation:
-    """The paper's augmentation; set a probability to 0 or ``max_angle`` to 0 to disable."""
+    """The paper's augmentation; set a probability to 0 or ``max_angle`` to 0 to disable.
+
+    ``channel_scale`` s > 0 (not in the paper) multiplies each contrast by its own factor,
+    log-uniform in ``[1/(1+s), 1+s]``: the per-slice max normalisation keeps the ratios
+    between contrasts, a per-subject constant by which a network can recognise the patient
+    (and so its grade) from any pixel."""
 
     max_angle: float = 330.0
     p_hflip: float = 0.5
     p_vflip: float = 0.5
+    channel_scale: float = 0.0
 
     def __call__(self, image: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """``image (C, H, W)`` float, ``mask (H, W)`` or None -> both transformed alike."""
         angle = (torch.rand(()).item() * 2 - 1) * self.max_angle
         hflip = torch.rand(()).item() < self.p_hflip
         vflip = torch.rand(()).item() < self.p_vflip
+        if self.channel_scale > 0:
+            log_s = math.log1p(self.channel_scale)
+            factors = torch.exp((torch.rand(image.shape[0]) * 2 - 1) * log_s)
+            image = image * factors.to(image.dtype)[:, None, None]
         stack = image if mask is None else torch.cat([image, mask[None].to(image.dtype)])
         if angle:
             stack = rotate_nearest(stack, angle)

@@ -195,7 +195,8 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
     weights_np = (balanced_class_weights(labels[train_rows], n_classes)
                   if tc["class_weights"] == "balanced" else np.ones(n_classes))
     weights = torch.tensor(weights_np, dtype=torch.float32, device=device)
-    augmentation = Augmentation() if tc["augment"] else None
+    augmentation = (Augmentation(channel_scale=float(tc.get("channel_scale", 0.0)))
+                    if tc["augment"] else None)
     train_ds = SliceDataset(store, train_rows, tc["normalisation"], augmentation, with_mask=False)
     val_ds = SliceDataset(store, val_rows, tc["normalisation"], None, with_mask=False)
     sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
