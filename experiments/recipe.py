@@ -184,6 +184,7 @@ def score_run(run: Path) -> dict:
     """Validation-only scores of one finished run (see the module docstring)."""
     from gpcore.evaluation.segmentation import map_auroc_per_slice, select_map_rule
     from gpcore.segmentation.maps import peak_outside_brain
+    from gpcore.segmentation.threshold import THRESHOLDS
 
     val = validation(run)
     classes, healthy, brain = val["classes"], val["healthy"], val["brain"]
@@ -192,8 +193,10 @@ def score_run(run: Path) -> dict:
     tumour = np.asarray([np.any(np.asarray(m) > 0) for m in val["masks"]])
     choice, grid = select_map_rule(val["heatmaps"], val["probabilities"], val["masks"],
                                    labels, brain=brain, healthy_class=healthy,
-                                   class_names=classes, workers=1)
-    own = grid[(grid["rule"] == "predicted") & ~grid["in_brain"]]
+                                   class_names=classes, workers=1, thresholds=THRESHOLDS)
+    own = grid[(grid["rule"] == "predicted") & ~grid["in_brain"]
+               & (grid["threshold"] == "multiotsu")]
+    otsu = grid[grid["threshold"] == "multiotsu"]
     auroc = map_auroc_per_slice(val["heatmaps"], val["masks"], np.flatnonzero(tumour),
                                 "evidence", brain, healthy)
     outside = peak_outside_brain(val["heatmaps"], val["probabilities"], brain, tumour,
@@ -203,6 +206,8 @@ def score_run(run: Path) -> dict:
             "best_epoch": summary["best_epoch"],
             "val_median_dice": choice["median_dice"],
             "val_median_dice_predicted_map": float(own["median_dice"].max()),
+            "val_median_dice_multiotsu": float(otsu["median_dice"].max()),
+            "threshold": choice["threshold"],
             "val_median_dice_lgg": choice.get("median_dice_by_class", {}).get("LGG", np.nan),
             "rule": choice["rule"], "in_brain": choice["in_brain"], "offset": choice["offset"],
             "cleanup": choice["cleanup"], "peak_outside_brain": outside,
@@ -253,7 +258,7 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
         scores = {}
         if cache.is_file() and cache.stat().st_mtime > (run / "best.safetensors").stat().st_mtime:
             scores = json.loads(cache.read_text())
-        if "val_map_auroc" not in scores:  # cached before the column existed
+        if "threshold" not in scores:  # cached before the column existed
             scores = score_run(run)
             cache.write_text(json.dumps(scores, default=float, indent=1))
         rows.append({"variant": variant, "model": model, "fold": fold, "seed": seed, **scores})
@@ -269,6 +274,7 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
         val_median_dice=("val_median_dice", "mean"),
         val_median_dice_sd=("val_median_dice", "std"),
         val_median_dice_predicted_map=("val_median_dice_predicted_map", "mean"),
+        val_median_dice_multiotsu=("val_median_dice_multiotsu", "mean"),
         val_median_dice_lgg=("val_median_dice_lgg", "mean"),
         val_map_auroc=("val_map_auroc", "mean"), val_map_auroc_min=("val_map_auroc", "min"),
         peak_outside_brain=("peak_outside_brain", "mean"),

@@ -87,7 +87,7 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
                                           score_slices, segmentation_summary)
     from .evaluation.fidelity import confidence_fidelity, plot_confidence_dice, plot_example_grid
     from .segmentation.maps import MAP_RULES, MaskRule, brain_masks
-    from .segmentation.threshold import PUBLISHED_OFFSETS
+    from .segmentation.threshold import PUBLISHED_OFFSETS, THRESHOLDS
 
     run = Path(run_dir)
     if not (run / "best.safetensors").is_file() or not (run / "config.yaml").is_file():
@@ -118,7 +118,7 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
     chosen = evaluate_with_validation_offset(
         {k: data["val"][k] for k in keys}, {k: test[k] for k in keys}, class_names=classes,
         n_resamples=n_resamples, healthy_class=healthy, workers=workers, channel=channel,
-        rules=MAP_RULES, in_brain=(False, True))
+        rules=MAP_RULES, in_brain=(False, True), thresholds=THRESHOLDS)
     published_offset = PUBLISHED_OFFSETS.get(model_name)
     rows = []
     summaries = {"validation-chosen": chosen["summary"]}

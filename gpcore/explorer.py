@@ -36,8 +36,8 @@ import yaml
 from .data.store import SliceStore
 from .evaluation.segmentation import dice_iou, score_slices
 from .segmentation.maps import MAP_RULES, brain_masks, tumour_map
-from .segmentation.threshold import (PUBLISHED_OFFSETS, mask_from_rule,
-                                     threshold_rule)
+from .segmentation.threshold import (PUBLISHED_OFFSETS, THRESHOLDS, check_threshold,
+                                     mask_from_rule, threshold_rule)
 
 #: offset slider range and step (that of ``gpcore.evaluation.segmentation.DEFAULT_OFFSETS``)
 OFFSET_MIN, OFFSET_MAX, OFFSET_STEP = 0.0, 2.0, 0.05
@@ -146,6 +146,10 @@ class EvaluatedRun:
         return {}
 
     @property
+    def chosen_thresholding(self) -> str:
+        return str(self.run.offset_choice(self.channel).get("threshold", "multiotsu"))
+
+    @property
     def published_offset(self) -> float | None:
         return self.offset_choice().get("published_offset", PUBLISHED_OFFSETS.get(
             self.model_name))
@@ -185,7 +189,7 @@ class ThresholdExplorer:
         self._rules: dict[tuple, tuple[str, float]] = {}
         self.model = self.patient = None
         self.slice, self.offset, self.cleanup, self.channel = 0, 0.0, True, "predicted"
-        self.map_rule, self.in_brain = "predicted", False
+        self.map_rule, self.in_brain, self.thresholding = "predicted", False, "multiotsu"
         self.set_model(next(iter(self.runs)))
 
     # ---------------------------------------------------------------------------- state
@@ -234,6 +238,10 @@ class ThresholdExplorer:
         return bool(self.run.offset_choice(self.channel).get("in_brain", False))
 
     @property
+    def chosen_thresholding(self) -> str:
+        return str(self.run.offset_choice(self.channel).get("threshold", "multiotsu"))
+
+    @property
     def published_offset(self) -> float | None:
         return self.run.published_offset
 
@@ -245,6 +253,7 @@ class ThresholdExplorer:
             self.channel = "predicted"
         self.offset, self.cleanup = self.chosen_offset, self.chosen_cleanup
         self.map_rule, self.in_brain = self.chosen_map_rule, self.chosen_in_brain
+        self.thresholding = self.chosen_thresholding
         self.set_patient(self.patient if self.patient in self.patients else
                          self._default_patient())
 
@@ -278,6 +287,11 @@ class ThresholdExplorer:
     def set_in_brain(self, in_brain: bool) -> None:
         self.in_brain = bool(in_brain)
 
+    def set_thresholding(self, method: str) -> None:
+        """``"multiotsu"`` (published; the offset is subtracted) or ``"relative"`` (the
+        offset is the fraction f from the median to the peak)."""
+        self.thresholding = check_threshold(method)
+
     def set_channel(self, channel: str) -> None:
         if channel not in self.channels:
             raise ValueError(f"channel must be one of {self.channels}, got {channel!r}")
@@ -285,10 +299,10 @@ class ThresholdExplorer:
 
     def set(self, **state) -> None:
         """Set several state fields at once, in the order model, patient, slice, channel,
-        map_rule, in_brain, offset, cleanup (so a later field is not reset by an earlier
-        one)."""
-        order = ("model", "patient", "slice", "channel", "map_rule", "in_brain", "offset",
-                 "cleanup")
+        map_rule, in_brain, thresholding, offset, cleanup (so a later field is not reset by
+        an earlier one)."""
+        order = ("model", "patient", "slice", "channel", "map_rule", "in_brain",
+                 "thresholding", "offset", "cleanup")
         unknown = set(state) - set(order)
         if unknown:
             raise TypeError(f"unknown state fields {sorted(unknown)}")
@@ -365,9 +379,9 @@ class ThresholdExplorer:
     def rule(self) -> tuple[str, float]:
         """:func:`threshold_rule` of the current heatmap (cached: offset-independent)."""
         key = (self.model, self.row, self._shown_class(), self.channel, self.map_rule,
-               self.in_brain)
+               self.in_brain, self.thresholding)
         if key not in self._rules:
-            self._rules[key] = threshold_rule(self.heatmap(), self.region())
+            self._rules[key] = threshold_rule(self.heatmap(), self.region(), self.thresholding)
         return self._rules[key]
 
     def threshold(self) -> float | None:
@@ -378,6 +392,8 @@ class ThresholdExplorer:
         kind, t = self.rule()
         if kind == "empty":
             return None
+        if kind == "relative":
+            return t[0] + self.offset * (t[1] - t[0])
         return max(0.0, t - self.offset) if kind == "multi" else t
 
     def mask(self) -> np.ndarray:
@@ -403,7 +419,7 @@ class ThresholdExplorer:
     # ---------------------------------------------------------------------------- cohort
     def cohort_key(self) -> tuple:
         return (self.model, self.offset, self.cleanup, self.channel, self.map_rule,
-                self.in_brain)
+                self.in_brain, self.thresholding)
 
     def cohort_scores(self) -> pd.DataFrame:
         """:func:`score_slices` of every tumour slice of the model's test patients at the
@@ -420,7 +436,8 @@ class ThresholdExplorer:
                 run.heatmaps, run.probabilities, run.masks, labels, offset=self.offset,
                 cleanup=self.cleanup, channel=channel, healthy_class=healthy,
                 scale=run.scale, rows=run.tumour_rows, workers=self.workers, rule=rule,
-                in_brain=self.in_brain, brain=run.brain if self.in_brain else None)
+                in_brain=self.in_brain, brain=run.brain if self.in_brain else None,
+                threshold=self.thresholding)
         return self._cohort[key]
 
     def cohort_median_dice(self) -> float:
@@ -439,6 +456,8 @@ class ThresholdExplorer:
                 "cohort_median_dice": self.cohort_median_dice(),
                 "cohort_slices": len(self.cohort_scores()),
                 "map_rule": self.map_rule, "in_brain": self.in_brain,
+                "thresholding": self.thresholding,
+                "chosen_thresholding": self.chosen_thresholding,
                 "chosen_map_rule": self.chosen_map_rule,
                 "chosen_in_brain": self.chosen_in_brain,
                 "chosen_offset": self.chosen_offset, "chosen_cleanup": self.chosen_cleanup,
@@ -528,6 +547,8 @@ class ExplorerUI:
             "map_rule": w.Dropdown(options=list(MAP_RULES), value=state.map_rule,
                                    description="map", style=desc),
             "in_brain": w.Checkbox(value=state.in_brain, description="brain only"),
+            "thresholding": w.Dropdown(options=list(THRESHOLDS), value=state.thresholding,
+                                       description="threshold", style=desc),
             "use_chosen": w.Button(description="validation-chosen"),
             "use_published": w.Button(description="published"),
             "offsets": w.HTML(),
@@ -536,18 +557,20 @@ class ExplorerUI:
         }
         ws = self.widgets
         for name in ("model", "patient", "channel", "slice", "offset", "cleanup", "map_rule",
-                     "in_brain"):
+                     "in_brain", "thresholding"):
             ws[name].observe(self._on_change(name), names="value")
         ws["use_chosen"].on_click(lambda _: self._apply(
             offset=state.chosen_offset, cleanup=state.chosen_cleanup,
-            map_rule=state.chosen_map_rule, in_brain=state.chosen_in_brain))
+            map_rule=state.chosen_map_rule, in_brain=state.chosen_in_brain,
+            thresholding=state.chosen_thresholding))
         ws["use_published"].on_click(lambda _: self._apply(
-            offset=state.published_offset, map_rule="predicted", in_brain=False)
+            offset=state.published_offset, map_rule="predicted", in_brain=False,
+            thresholding="multiotsu")
             if state.published_offset is not None else None)
         self.box = w.VBox([
             w.HBox([ws["model"], ws["patient"], ws["channel"]]),
             w.HBox([ws["slice"], ws["cleanup"]]),
-            w.HBox([ws["map_rule"], ws["in_brain"]]),
+            w.HBox([ws["map_rule"], ws["in_brain"], ws["thresholding"]]),
             w.HBox([ws["offset"], ws["use_chosen"], ws["use_published"]]),
             ws["offsets"], ws["scores"], ws["output"]])
         self.refresh()
@@ -582,6 +605,7 @@ class ExplorerUI:
             ws["cleanup"].value = s.cleanup
             ws["map_rule"].value = s.map_rule
             ws["in_brain"].value = s.in_brain
+            ws["thresholding"].value = s.thresholding
             ws["use_published"].disabled = s.published_offset is None
         finally:
             self._syncing = False
@@ -598,7 +622,8 @@ class ExplorerUI:
         self.widgets["offsets"].value = (
             f"offset <b>{s.offset:.2f}</b> {marker} &nbsp;|&nbsp; validation-chosen "
             f"<b>{summary['chosen_offset']:.2f}</b> ({summary['chosen_map_rule']} map"
-            f"{', brain only' if summary['chosen_in_brain'] else ''}, clean-up "
+            f"{', brain only' if summary['chosen_in_brain'] else ''}, "
+            f"{summary['chosen_thresholding']} threshold, clean-up "
             f"{'on' if summary['chosen_cleanup'] else 'off'}) &nbsp;|&nbsp; published "
             f"<b>{published}</b>")
         self.widgets["scores"].value = (

@@ -374,7 +374,8 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path, checkpoint:
         "classes_source": "checkpoint" if pred.classes_recorded else "assumed (not recorded)",
         "contrasts": list(contrasts) if item.subject is not None else f"{n_contrasts} "
                      f"channel(s) of {item.paths[0].name}, in the model's order",
-        "offset": pred.rule.offset, "cleanup": pred.rule.cleanup, "cleanup_scale": scale,
+        "threshold": pred.rule.threshold, "offset": pred.rule.offset,
+        "cleanup": pred.rule.cleanup, "cleanup_scale": scale,
         "map_rule": pred.rule.rule, "in_brain": pred.rule.in_brain,
         "mask_rule_source": pred.rule_source,
         "input_size": pred.input_size, "native_size": [int(nx), int(ny)],

@@ -267,7 +267,7 @@ def test_select_offset_finds_known_best_and_tie_rules():
     assert top == pytest.approx(1.0)
     # smallest offset reaching the maximum (ties -> smaller offset)
     expected = grid.loc[grid["median_dice"] == top, "offset"].min()
-    assert best == {"rule": "predicted", "in_brain": False, "offset": expected,
+    assert best == {"rule": "predicted", "in_brain": False, "threshold": "multiotsu", "offset": expected,
                     "cleanup": False, "median_dice": top, "median_dice_by_class": {"1": top}}
     assert best["offset"] == 0.1
     assert grid.set_index("offset").loc[0.0, "median_dice"] < 0.5

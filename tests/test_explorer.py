@@ -97,7 +97,8 @@ def _cohort_reference(state):
     scores = score_slices(run.heatmaps, run.probabilities, run.masks, labels,
                           offset=state.offset, cleanup=state.cleanup, channel=channel,
                           healthy_class=healthy, workers=1, rule=rule,
-                          in_brain=state.in_brain, brain=brain)
+                          in_brain=state.in_brain, brain=brain,
+                          threshold=state.thresholding)
     return float(np.median(scores.loc[scores.gt_area > 0, "dice"]))
 
 
@@ -123,7 +124,16 @@ def test_logic_reuses_threshold_and_scoring(runs):
     # cached per (model, offset, cleanup, channel)
     assert state.cohort_scores() is state.cohort_scores()
     state.set(offset=0.2, cleanup=True)
-    assert state.cohort_key() == ("gp_unet", 0.2, True, "predicted", "predicted", False)
+    assert state.cohort_key() == ("gp_unet", 0.2, True, "predicted", "predicted", False,
+                                  "multiotsu")
+    # the relative threshold: the offset is the fraction from the median to the peak
+    state.set(thresholding="relative", offset=0.6, cleanup=False)
+    state.set(channel="true")  # a tumour slice: its true class's map is thresholded
+    hm = state.heatmap()
+    t = np.median(hm) + 0.6 * (hm.max() - np.median(hm))
+    assert state.threshold() == pytest.approx(t)
+    np.testing.assert_array_equal(state.mask(), hm > t)
+    assert state.cohort_median_dice() == pytest.approx(_cohort_reference(state))
 
 
 @pytest.mark.parametrize("channel", ["predicted", "true", "Healthy", "HGG"])

@@ -208,3 +208,23 @@ def test_two_valued_all_negative_map_gives_an_empty_mask():
                           np.array([1]), offset=0.3, cleanup=False, healthy_class=None,
                           workers=1)
     assert scores.mask_area.iloc[0] == 0 and scores.dice.iloc[0] == 0
+
+
+def test_relative_threshold_follows_the_peak_and_ignores_the_sign():
+    from gpcore.segmentation.threshold import mask_from_rule, threshold_rule
+
+    hm = np.full((20, 20), -3.0)
+    hm[2:12, 2:12] = -2.0          # brain-wide plateau
+    hm[4:7, 4:7] = -1.0            # a weak spot, every value negative
+    region = np.zeros((20, 20), bool)
+    region[1:15, 1:15] = True
+    kind, (med, peak) = threshold_rule(hm, region, "relative")
+    assert kind == "relative" and peak == -1.0 and med == np.median(hm[region])
+    mask = mask_from_rule(hm, (kind, (med, peak)), 0.5, cleanup=False, region=region)
+    np.testing.assert_array_equal(mask, hm > med + 0.5 * (peak - med))
+    assert mask.sum() == 9  # the spot, not the plateau
+    # the published threshold finds nothing in an all-negative map
+    assert threshold_rule(hm, region)[0] == "empty"
+    assert threshold_rule(np.ones((5, 5)), None, "relative")[0] == "empty"
+    with pytest.raises(ValueError, match="threshold must be one of"):
+        threshold_rule(hm, None, "otsu")

@@ -26,8 +26,11 @@ import numpy as np
 import pandas as pd
 
 from gpcore.segmentation.maps import MAP_RULES, check_rule, tumour_map
-from gpcore.segmentation.threshold import mask_from_rule, threshold_rule
+from gpcore.segmentation.threshold import (THRESHOLDS, check_threshold, mask_from_rule,
+                                          threshold_rule)
 
+#: default grid of the relative threshold's fraction f (``threshold="relative"``)
+DEFAULT_FRACTIONS = np.round(np.arange(0.1, 0.91, 0.05), 2)
 #: default offset grid of :func:`select_offset`
 DEFAULT_OFFSETS = np.round(np.arange(0, 2.01, 0.1), 2)
 #: slices per work unit; bounds the memory read from memory-mapped inputs at once
@@ -112,12 +115,13 @@ def _dice_iou_from_sums(inter, area_pred, area_gt) -> tuple[np.ndarray, np.ndarr
 
 
 def _score_range(data: dict, start: int, stop: int) -> dict:
-    """Score ``data["rows"][start:stop]`` for every ``(rule, brain, offset, cleanup)`` of
-    ``data["configs"]``.
+    """Score ``data["rows"][start:stop]`` for every ``(rule, brain, threshold, offset,
+    cleanup)`` of ``data["configs"]``.
 
     Returns ``pred, label, prob_pred, gt_area`` ``(n,)`` and ``mask_area, intersection``
     ``(C, n)``. Only the needed heatmap channels of each slice are read (memmaps stay cheap);
-    the map and its threshold are computed once per (rule, brain) and serve every offset.
+    the map and its threshold are computed once per (rule, brain, threshold) and serve every
+    offset.
     """
     rows = data["rows"][start:stop]
     configs = data["configs"]
@@ -131,8 +135,8 @@ def _score_range(data: dict, start: int, stop: int) -> dict:
     inter = np.zeros((len(configs), n), np.int64)
     channel = pred if data["channel"] == "predicted" else label
     healthy = data["healthy_class"]
-    maps = sorted({(rule, brain) for rule, brain, _, _ in configs})
-    only_own = all(rule == "predicted" for rule, _ in maps)
+    maps = sorted({(rule, brain, method) for rule, brain, method, _, _ in configs})
+    only_own = all(rule == "predicted" for rule, _, _ in maps)
     for i, r in enumerate(rows):
         gt = np.asarray(data["masks"][r]) > 0  # BraTS labels 1, 2, 4 -> whole tumour
         gt_area[i] = np.count_nonzero(gt)
@@ -144,12 +148,12 @@ def _score_range(data: dict, start: int, stop: int) -> dict:
             raise ValueError(f"heatmap of row {r} contains NaN/Inf values")
         region = data["brain"][r] if data["brain"] is not None else None
         prepared = {}
-        for rule, brain in maps:
+        for rule, brain, method in maps:
             hm = hms if only_own else tumour_map(hms, k, rule, healthy)
             where = region if brain else None
-            prepared[rule, brain] = (hm, threshold_rule(hm, where), where)
-        for c, (rule, brain, offset, cleanup) in enumerate(configs):
-            hm, thr, where = prepared[rule, brain]
+            prepared[rule, brain, method] = (hm, threshold_rule(hm, where, method), where)
+        for c, (rule, brain, method, offset, cleanup) in enumerate(configs):
+            hm, thr, where = prepared[rule, brain, method]
             m = mask_from_rule(hm, thr, offset, cleanup, data["scale"], where)
             mask_area[c, i] = np.count_nonzero(m)
             inter[c, i] = np.count_nonzero(m & gt)
@@ -166,13 +170,15 @@ def _shared_range(start: int, stop: int) -> dict:
 
 def _score_configs(heatmaps, probabilities, masks, labels, configs, channel="predicted",
                    healthy_class=0, scale=None, rows=None, workers=None, brain=None) -> dict:
-    """Score all slices for several ``(rule, brain, offset, cleanup)`` settings in one pass
-    over the heatmaps; ``brain (N, H, W)`` bool is needed when a setting restricts to it."""
+    """Score all slices for several ``(rule, brain, threshold, offset, cleanup)`` settings in
+    one pass over the heatmaps; ``brain (N, H, W)`` bool is needed when a setting restricts
+    to it."""
     global _SHARED
     if channel not in ("predicted", "true"):
         raise ValueError(f"channel must be 'predicted' or 'true', got {channel!r}")
-    configs = [(check_rule(r), bool(b), float(o), bool(c)) for r, b, o, c in configs]
-    if brain is None and any(b for _, b, _, _ in configs):
+    configs = [(check_rule(r), bool(b), check_threshold(t), float(o), bool(c))
+               for r, b, t, o, c in configs]
+    if brain is None and any(b for _, b, _, _, _ in configs):
         raise ValueError("a brain-restricted map rule needs the brain masks (brain=...); see "
                          "gpcore.segmentation.maps.brain_masks")
     if len(heatmaps.shape) != 4:
@@ -218,7 +224,8 @@ def score_slices(heatmaps, probabilities, masks, labels, offset: float, cleanup:
                  channel: str = "predicted", healthy_class: int | None = 0,
                  scale: float | None = None, rows: Sequence[int] | None = None,
                  workers: int | None = None, rule: str = "predicted", in_brain: bool = False,
-                 brain: np.ndarray | None = None) -> pd.DataFrame:
+                 brain: np.ndarray | None = None,
+                 threshold: str = "multiotsu") -> pd.DataFrame:
     """Threshold one heatmap channel per slice and score it against the ground truth.
 
     Args:
@@ -240,13 +247,16 @@ def score_slices(heatmaps, probabilities, masks, labels, offset: float, cleanup:
             class's map (published), the sum of the tumour maps, or tumour-vs-healthy evidence.
         in_brain: threshold inside the brain only; needs ``brain (N, H, W)`` bool masks
             (:func:`gpcore.segmentation.maps.brain_masks`).
+        threshold: ``"multiotsu"`` (published) or ``"relative"`` (``offset`` is then the
+            fraction f; :mod:`gpcore.segmentation.threshold`).
 
     Returns:
         one row per slice: ``row, pred, label, prob_pred, gt_area, mask_area, intersection,
         dice, iou`` (Dice / IoU unsmoothed; nan when mask and ground truth are both empty).
     """
     res = _score_configs(heatmaps, probabilities, masks, labels,
-                         [(rule, in_brain, offset, cleanup)], channel, healthy_class, scale,
+                         [(rule, in_brain, threshold, offset, cleanup)], channel,
+                         healthy_class, scale,
                          rows, workers, brain)
     return _table(res, 0)
 
@@ -487,34 +497,42 @@ def select_map_rule(heatmaps, probabilities, masks, labels, patient_ids=None,
                     offsets: Sequence[float] = DEFAULT_OFFSETS,
                     cleanups: Sequence[bool] = (True, False),
                     rules: Sequence[str] = MAP_RULES, in_brain: Sequence[bool] = (False, True),
-                    class_names: Sequence[str] | None = None, **kw) -> tuple[dict, pd.DataFrame]:
+                    class_names: Sequence[str] | None = None,
+                    thresholds: Sequence[str] = ("multiotsu",),
+                    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                    **kw) -> tuple[dict, pd.DataFrame]:
     """Grid-search map rule, brain restriction, offset and clean-up switch maximising the
     median Dice over tumour slices. Pass **validation** data only: the choice is then frozen
     for the test set. ``in_brain=(..., True)`` needs ``brain=`` masks (in ``kw``).
 
-    Ties go to the earlier rule of ``rules``, then the whole slice, the smaller offset and
-    ``cleanup=True``. ``kw``: ``channel``, ``healthy_class``, ``scale``, ``rows``, ``workers``,
+    ``thresholds``: the threshold methods tried; ``"multiotsu"`` runs over ``offsets``,
+    ``"relative"`` over ``fractions`` (recorded in the ``offset`` column). Ties go to the
+    earlier rule of ``rules``, then the whole slice, the earlier threshold method, the smaller
+    offset and ``cleanup=True``. ``kw``: ``channel``, ``healthy_class``, ``scale``, ``rows``, ``workers``,
     ``brain`` of :func:`score_slices`. ``patient_ids (N,)`` (optional) only adds the number of
     patients to the grid.
 
-    Returns ``({"rule", "in_brain", "offset", "cleanup", "median_dice",
-    "median_dice_by_class"}, grid)`` with grid columns ``rule, in_brain, offset, cleanup,
+    Returns ``({"rule", "in_brain", "threshold", "offset", "cleanup", "median_dice",
+    "median_dice_by_class"}, grid)`` with grid columns ``rule, in_brain, threshold, offset,
+    cleanup,
     median_dice, mean_dice, n_slices[, n_patients]``.
     """
     if kw.get("brain") is None:
         in_brain = [b for b in in_brain if not b]
-    configs = [(r, bool(b), float(o), bool(c)) for r in rules for b in in_brain
-               for o in offsets for c in cleanups]
+    grids = {"multiotsu": offsets, "relative": fractions}
+    configs = [(r, bool(b), check_threshold(t), float(o), bool(c)) for r in rules
+               for b in in_brain for t in thresholds for o in grids[t] for c in cleanups]
     if not configs:
         raise ValueError("select_map_rule needs at least one rule, offset and cleanup value")
     res = _score_configs(heatmaps, probabilities, masks, labels, configs, **kw)
     tumour = res["gt_area"] > 0
     grid = []
-    for c, (rule, brain, offset, cleanup) in enumerate(configs):
+    for c, (rule, brain, method, offset, cleanup) in enumerate(configs):
         dice, _ = _dice_iou_from_sums(res["intersection"][c], res["mask_area"][c],
                                       res["gt_area"])
         d = dice[tumour]
-        entry = {"rule": rule, "in_brain": brain, "offset": offset, "cleanup": cleanup,
+        entry = {"rule": rule, "in_brain": brain, "threshold": method, "offset": offset,
+                 "cleanup": cleanup,
                  "median_dice": float(np.median(d)) if len(d) else np.nan,
                  "mean_dice": float(d.mean()) if len(d) else np.nan, "n_slices": int(len(d))}
         if patient_ids is not None:
@@ -523,11 +541,14 @@ def select_map_rule(heatmaps, probabilities, masks, labels, patient_ids=None,
     grid = pd.DataFrame(grid)
     if grid["median_dice"].isna().all():
         raise ValueError("no tumour slice in the selection data: cannot select an offset")
-    # max median Dice; ties: earlier rule, whole slice, smaller offset, cleanup=True
+    # max median Dice; ties: earlier rule, whole slice, earlier threshold, smaller offset,
+    # cleanup=True
     order = {r: i for i, r in enumerate(rules)}
+    methods = {t: i for i, t in enumerate(THRESHOLDS)}
     ranked = grid.assign(_neg=-grid["median_dice"], _rule=grid["rule"].map(order),
+                         _thr=grid["threshold"].map(methods),
                          _nocl=~grid["cleanup"]).sort_values(
-        ["_neg", "_rule", "in_brain", "offset", "_nocl"], kind="stable")
+        ["_neg", "_rule", "in_brain", "_thr", "offset", "_nocl"], kind="stable")
     best_i = int(ranked.index[0])
     best = grid.loc[best_i]
     dice, _ = _dice_iou_from_sums(res["intersection"][best_i], res["mask_area"][best_i],
@@ -536,6 +557,7 @@ def select_map_rule(heatmaps, probabilities, masks, labels, patient_ids=None,
     by_class = {name(k): float(np.median(dice[tumour & (res["label"] == k)]))
                 for k in np.unique(res["label"][tumour])}
     return ({"rule": str(best["rule"]), "in_brain": bool(best["in_brain"]),
+             "threshold": str(best["threshold"]),
              "offset": float(best["offset"]), "cleanup": bool(best["cleanup"]),
              "median_dice": float(best["median_dice"]), "median_dice_by_class": by_class},
             grid)
@@ -545,8 +567,12 @@ def evaluate_with_validation_offset(val: dict, test: dict, offsets=DEFAULT_OFFSE
                                     cleanups=(True, False), class_names=None,
                                     n_resamples: int = 10000, seed: int = 0,
                                     rules: Sequence[str] = ("predicted",),
-                                    in_brain: Sequence[bool] = (False,), **kw) -> dict:
-    """Select the map rule, offset and clean-up on ``val``, freeze them, score ``test``.
+                                    in_brain: Sequence[bool] = (False,),
+                                    thresholds: Sequence[str] = ("multiotsu",),
+                                    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                                    **kw) -> dict:
+    """Select the map rule, threshold, offset and clean-up on ``val``, freeze them, score
+    ``test``.
 
     ``val`` / ``test``: dicts with ``heatmaps, probabilities, masks, labels, patient_ids``
     (``(N,)`` per row) and, for brain-restricted rules, ``brain (N, H, W)``. Only ``val``
@@ -557,10 +583,12 @@ def evaluate_with_validation_offset(val: dict, test: dict, offsets=DEFAULT_OFFSE
     choice, grid = select_map_rule(*(val[k] for k in keys), val.get("patient_ids"),
                                    offsets=offsets, cleanups=cleanups, rules=rules,
                                    in_brain=in_brain, class_names=class_names,
+                                   thresholds=thresholds, fractions=fractions,
                                    brain=val.get("brain"), **kw)
     scores = score_slices(*(test[k] for k in keys), offset=choice["offset"],
                           cleanup=choice["cleanup"], rule=choice["rule"],
-                          in_brain=choice["in_brain"], brain=test.get("brain"), **kw)
+                          in_brain=choice["in_brain"], brain=test.get("brain"),
+                          threshold=choice["threshold"], **kw)
     pids = np.asarray(test["patient_ids"])[scores["row"].to_numpy()]
     summary = segmentation_summary(scores, pids, class_names,
                                    kw.get("healthy_class", 0), n_resamples, seed=seed)

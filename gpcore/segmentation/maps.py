@@ -104,20 +104,28 @@ class MaskRule:
     in_brain: bool = False
     offset: float = 0.3
     cleanup: bool = True
+    #: ``"multiotsu"`` (published; ``offset`` below the upper threshold) or ``"relative"``
+    #: (``offset`` = the fraction f of :mod:`gpcore.segmentation.threshold`)
+    threshold: str = "multiotsu"
 
     def __post_init__(self):
+        from .threshold import check_threshold
+
         check_rule(self.rule)
+        check_threshold(self.threshold)
 
     @classmethod
     def from_choice(cls, choice: dict) -> "MaskRule":
         """From an ``offset_choice.json`` mapping (files written before map rules existed
-        hold only ``offset`` and ``cleanup``: the published map)."""
+        hold only ``offset`` and ``cleanup``: the published map and threshold)."""
         return cls(str(choice.get("rule", "predicted")), bool(choice.get("in_brain", False)),
-                   float(choice["offset"]), bool(choice.get("cleanup", True)))
+                   float(choice["offset"]), bool(choice.get("cleanup", True)),
+                   str(choice.get("threshold", "multiotsu")))
 
     def describe(self) -> str:
-        """E.g. ``"evidence, brain, 0.3 +clean"``."""
-        return (f"{self.rule}{', brain' if self.in_brain else ''}, {self.offset:g}"
+        """E.g. ``"evidence, brain, 0.3 +clean"`` or ``"evidence, brain, relative 0.5"``."""
+        thr = "relative " if self.threshold == "relative" else ""
+        return (f"{self.rule}{', brain' if self.in_brain else ''}, {thr}{self.offset:g}"
                 f"{' +clean' if self.cleanup else ''}")
 
     def map(self, heatmap: np.ndarray, k: int, healthy_class: int | None = 0):
@@ -143,5 +151,6 @@ class MaskRule:
                                  "image (or its brain mask)")
             region = np.asarray(brain, bool) if brain is not None else brain_mask(image)
         scale = shape[0] / 240 if scale is None else scale
-        return mask_from_rule(hm, threshold_rule(hm, region), self.offset, self.cleanup,
+        return mask_from_rule(hm, threshold_rule(hm, region, self.threshold), self.offset,
+                              self.cleanup,
                               scale, region)

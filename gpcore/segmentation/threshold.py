@@ -10,6 +10,12 @@
   holes (background components) with area < 128 px; binary closing with ``disk(2)``; keep the
   largest 8-connected component (ties: the lowest label).
 
+Beside the published threshold (``"multiotsu"``), a **relative** one (``"relative"``, not in
+the paper; chosen on validation like the offset): ``thr = median + f * (max - median)`` of the
+map over the region, ``f`` in (0, 1) taking the place of the offset. It follows the map's own
+peak, so a weak spot gets a small mask where multi-Otsu, which splits the histogram, often
+takes the brain-wide plateau (docs/recipe.md, cause 3). A constant map gives an empty mask.
+
 The size filters are written out here (``scipy.ndimage.label`` + ``bincount``) rather than
 taken from ``skimage.morphology``: the "strictly smaller than" semantics are those of
 scikit-image < 0.26, whose deprecated ``min_size`` / ``area_threshold`` arguments behave
@@ -34,23 +40,38 @@ MIN_OBJECT_AREA = 64
 MIN_HOLE_AREA = 128
 CLOSING_RADIUS = 2
 
+#: threshold methods, in the order the validation grid tries them (ties: the earlier one)
+THRESHOLDS = ("multiotsu", "relative")
+
 _FOUR = ndi.generate_binary_structure(2, 1)
 _EIGHT = ndi.generate_binary_structure(2, 2)
 
 
-def threshold_rule(heatmap: np.ndarray, region: np.ndarray | None = None) -> tuple[str, float]:
+def check_threshold(method: str) -> str:
+    if method not in THRESHOLDS:
+        raise ValueError(f"threshold must be one of {THRESHOLDS}, got {method!r}")
+    return method
+
+
+def threshold_rule(heatmap: np.ndarray, region: np.ndarray | None = None,
+                   method: str = "multiotsu") -> tuple[str, object]:
     """The offset-independent part of the threshold of one map ``(H, W)``:
-    ``("multi", t_hi)`` (upper multi-Otsu threshold), ``("otsu", t)`` (fallback) or
-    ``("empty", nan)``. Computed once, it serves a whole grid of offsets. ``region`` (bool
-    ``(H, W)``): compute it over those pixels only (the brain; empty region: empty mask)."""
+    ``("multi", t_hi)`` (upper multi-Otsu threshold), ``("otsu", t)`` (fallback),
+    ``("relative", (median, max))`` (``method="relative"``) or ``("empty", nan)``. Computed
+    once, it serves a whole grid of offsets. ``region`` (bool ``(H, W)``): compute it over
+    those pixels only (the brain; empty region: empty mask)."""
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
+    check_threshold(method)
     hm = _as_float(heatmap)
     if region is not None:
         hm = hm[np.asarray(region, bool)]
         if hm.size == 0:
             return "empty", float("nan")
     lo, hi = hm.min(), hm.max()
+    if method == "relative":
+        return ("empty", float("nan")) if lo == hi else \
+            ("relative", (float(np.median(hm)), float(hi)))
     # constant, or all non-positive: the multi-Otsu path's floor at 0 would leave nothing, and
     # the Otsu fallback must not turn a map without positive evidence into a tumour
     if lo == hi or hi <= 0:
@@ -73,7 +94,7 @@ def threshold_value(heatmap: np.ndarray, offset: float = 0.3) -> float | None:
     return max(0.0, t - float(offset)) if kind == "multi" else t
 
 
-def mask_from_rule(heatmap: np.ndarray, rule: tuple[str, float], offset: float,
+def mask_from_rule(heatmap: np.ndarray, rule: tuple[str, object], offset: float,
                    cleanup: bool = True, scale: float = 1.0,
                    region: np.ndarray | None = None) -> np.ndarray:
     """The mask of :func:`heatmap_to_mask` from a precomputed :func:`threshold_rule`;
@@ -81,7 +102,11 @@ def mask_from_rule(heatmap: np.ndarray, rule: tuple[str, float], offset: float,
     kind, t = rule
     if kind == "empty":
         return np.zeros(np.shape(heatmap), bool)
-    mask = np.asarray(heatmap) > (max(0.0, t - float(offset)) if kind == "multi" else t)
+    if kind == "relative":  # offset: the fraction f of the way from the median to the peak
+        thr = t[0] + float(offset) * (t[1] - t[0])
+    else:
+        thr = max(0.0, t - float(offset)) if kind == "multi" else t
+    mask = np.asarray(heatmap) > thr
     if region is None:
         return clean_mask(mask, scale) if cleanup else mask
     region = np.asarray(region, bool)
