@@ -193,7 +193,7 @@ def score_run(run: Path) -> dict:
     tumour = np.asarray([np.any(np.asarray(m) > 0) for m in val["masks"]])
     choice, grid = select_map_rule(val["heatmaps"], val["probabilities"], val["masks"],
                                    labels, brain=brain, healthy_class=healthy,
-                                   class_names=classes, workers=1, thresholds=THRESHOLDS)
+                                   class_names=classes, workers=None, thresholds=THRESHOLDS)
     own = grid[(grid["rule"] == "predicted") & ~grid["in_brain"]
                & (grid["threshold"] == "multiotsu")]
     otsu = grid[grid["threshold"] == "multiotsu"]
@@ -240,15 +240,15 @@ def _study_runs(runs_dir: Path):
 
 
 def report(base: Path, out: Path, study_runs: Path | None = None,
-           models: tuple[str, ...] = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet")
-           ) -> pd.DataFrame:
+           models: tuple[str, ...] = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet"),
+           variants: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Score every finished run under ``base`` (and the study's runs under ``study_runs``, if
-    given); write per-run and per-variant tables."""
+    given); write per-run and per-variant tables. ``variants``: only these (default all)."""
     from gpcore.io import write_table
     from gpcore.pipeline import _finished
 
     rows = []
-    found = list(_recipe_runs(base))
+    found = [r for r in _recipe_runs(base) if variants is None or r[1] in variants]
     if study_runs is not None:
         found += [r for r in _study_runs(Path(study_runs)) if r[2] in models]
     for run, variant, model, fold, seed in found:
@@ -291,7 +291,9 @@ def main(argv=None) -> int:
     parser.add_argument("--study", default="phantom")
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--models", default="gp_unet,gp_shuffle_unet,gp_recon_resnet")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated (train: default all; report: default every "
+                             "trained one)")
     parser.add_argument("--runs", default=",".join(f"{f}:{s}" for f, s in DEFAULT_RUNS),
                         help="fold:seed pairs, e.g. 0:1701,1:1702")
     parser.add_argument("--parallel", type=int, default=2)
@@ -309,7 +311,7 @@ def main(argv=None) -> int:
     base = ROOT / "runs" / "recipe" / f"{args.study}-{args.profile}"
     if args.action == "train":
         store, split = study_data(ROOT / "data" / args.study / args.profile, args.profile)
-        variants = args.variants.split(",")
+        variants = (args.variants or ",".join(VARIANTS)).split(",")
         if args.store:
             store = Path(args.store)
         todo = jobs(base, variants, args.models.split(","), parse_runs(args.runs),
@@ -319,7 +321,9 @@ def main(argv=None) -> int:
         print(f"[recipe] done in {time.time() - start:.0f} s")
     else:
         study = ROOT / "runs" / args.study / args.profile if args.with_study else None
-        print(report(base, Path(args.out), study, tuple(args.models.split(","))).to_string())
+        chosen = tuple(args.variants.split(",")) if args.variants else None
+        print(report(base, Path(args.out), study, tuple(args.models.split(",")),
+                     chosen).to_string())
     return 0
 
 

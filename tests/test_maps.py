@@ -3,7 +3,7 @@ their choice on validation data beside the offset (evaluation.select_map_rule)."
 import numpy as np
 import pytest
 
-from gpcore.evaluation.segmentation import score_slices, select_map_rule
+from gpcore.evaluation.segmentation import dice_iou, score_slices, select_map_rule
 from gpcore.segmentation import heatmap_to_mask
 from gpcore.segmentation.maps import (MAP_RULES, MaskRule, brain_mask, peak_outside_brain,
                                       tumour_map)
@@ -95,3 +95,34 @@ def test_brain_rule_needs_brain_masks_and_old_choices_load():
     old = MaskRule.from_choice({"offset": 0.4, "cleanup": False})
     assert old == MaskRule("predicted", False, 0.4, False)
     assert MaskRule.from_choice({**choice}).rule == choice["rule"]
+
+
+def test_relative_threshold_is_chosen_where_multi_otsu_takes_the_plateau():
+    """A small bright spot on a brain-wide plateau of a weaker response: the upper multi-Otsu
+    threshold keeps the plateau; the relative threshold (chosen on the same grid) the spot.
+    The choice round-trips through offset_choice.json's keys into MaskRule."""
+    n = 6
+    rng = np.random.default_rng(1)
+    heat = rng.normal(0, 0.01, (n, 3, H, W)).astype(np.float32)
+    masks = np.zeros((n, H, W), np.uint8)
+    images = np.zeros((n, 4, H, W), np.float32)
+    for i in range(n):
+        brain = _disk(16, 16, 13)
+        images[i][:, brain] = 1.0
+        heat[i, 2][brain] += 1.0                 # plateau over the whole brain
+        spot = _disk(12 + i % 3, 14, 3)
+        heat[i, 2][spot] += np.linspace(2.0, 3.0, spot.sum())
+        masks[i][spot] = 4
+    probs = np.tile([0.1, 0.1, 0.8], (n, 1))
+    labels = np.full(n, 2)
+    brain = np.stack([brain_mask(x) for x in images])
+    choice, grid = select_map_rule(heat, probs, masks, labels, brain=brain, workers=1,
+                                   rules=("predicted",), in_brain=(True,),
+                                   offsets=(0.0,), thresholds=("multiotsu", "relative"))
+    by = grid.groupby("threshold")["median_dice"].max()
+    assert by["relative"] > 0.9 > by["multiotsu"]
+    assert choice["threshold"] == "relative" and 0 < choice["offset"] < 1
+    rule = MaskRule.from_choice(choice)
+    assert rule.threshold == "relative" and "relative" in rule.describe()
+    m = rule.mask(heat[0], 2, healthy_class=0, brain=brain[0])
+    assert dice_iou(m, masks[0] > 0)[0] > 0.9

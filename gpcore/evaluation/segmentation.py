@@ -30,7 +30,7 @@ from gpcore.segmentation.threshold import (THRESHOLDS, check_threshold, mask_fro
                                           threshold_rule)
 
 #: default grid of the relative threshold's fraction f (``threshold="relative"``)
-DEFAULT_FRACTIONS = np.round(np.arange(0.1, 0.91, 0.05), 2)
+DEFAULT_FRACTIONS = np.round(np.arange(0.1, 0.91, 0.1), 2)
 #: default offset grid of :func:`select_offset`
 DEFAULT_OFFSETS = np.round(np.arange(0, 2.01, 0.1), 2)
 #: slices per work unit; bounds the memory read from memory-mapped inputs at once
