@@ -66,6 +66,8 @@ VARIANTS = {
     "bn_hmax": lambda m: BN[m] + HMAX,
     "topk": lambda m: TOPK,
     "unweighted": lambda m: UNWEIGHTED,
+    "unweighted_brainpool": lambda m: UNWEIGHTED + BRAIN,
+    "unweighted_chscale_brainpool": lambda m: UNWEIGHTED + CHSCALE + BRAIN,
     "chscale": lambda m: CHSCALE,
     "unweighted_chscale": lambda m: UNWEIGHTED + CHSCALE,
     "unweighted_chscale_topk": lambda m: UNWEIGHTED + CHSCALE + TOPK,
@@ -180,6 +182,11 @@ def validation(run: Path) -> dict:
             "brain": brain_masks(store.images, val["index"]["row"].to_numpy())}
 
 
+#: the map rules and brain restrictions `report` searches (``--evidence-only``: the setting
+#: the full grid chose in most runs, 6x cheaper)
+GRID = {"rules": None, "in_brain": (False, True)}
+
+
 def score_run(run: Path) -> dict:
     """Validation-only scores of one finished run (see the module docstring)."""
     from gpcore.evaluation.segmentation import map_auroc_per_slice, select_map_rule
@@ -193,9 +200,12 @@ def score_run(run: Path) -> dict:
     tumour = np.asarray([np.any(np.asarray(m) > 0) for m in val["masks"]])
     choice, grid = select_map_rule(val["heatmaps"], val["probabilities"], val["masks"],
                                    labels, brain=brain, healthy_class=healthy,
-                                   class_names=classes, workers=None, thresholds=THRESHOLDS)
+                                   class_names=classes, workers=None, thresholds=THRESHOLDS,
+                                   **{k: v for k, v in GRID.items() if v is not None})
     own = grid[(grid["rule"] == "predicted") & ~grid["in_brain"]
                & (grid["threshold"] == "multiotsu")]
+    if own.empty:  # --evidence-only
+        own = pd.DataFrame({"median_dice": [np.nan]})
     otsu = grid[grid["threshold"] == "multiotsu"]
     auroc = map_auroc_per_slice(val["heatmaps"], val["masks"], np.flatnonzero(tumour),
                                 "evidence", brain, healthy)
@@ -254,7 +264,7 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
     for run, variant, model, fold, seed in found:
         if not _finished(run):
             continue
-        cache = run / "recipe_val.json"
+        cache = run / ("recipe_val_evidence.json" if GRID["rules"] else "recipe_val.json")
         scores = {}
         if cache.is_file() and cache.stat().st_mtime > (run / "best.safetensors").stat().st_mtime:
             scores = json.loads(cache.read_text())
@@ -297,6 +307,9 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", default=",".join(f"{f}:{s}" for f, s in DEFAULT_RUNS),
                         help="fold:seed pairs, e.g. 0:1701,1:1702")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--evidence-only", action="store_true",
+                        help="`report`: search only the evidence map inside the brain "
+                             "(threshold method, offset, clean-up still searched)")
     parser.add_argument("--store", default=None,
                         help="`train`: another slice store of the same cohort (e.g. "
                              "data/phantom/quick/store_128); runs go under <variant>@<size>")
@@ -322,6 +335,8 @@ def main(argv=None) -> int:
     else:
         study = ROOT / "runs" / args.study / args.profile if args.with_study else None
         chosen = tuple(args.variants.split(",")) if args.variants else None
+        if args.evidence_only:
+            GRID.update(rules=("evidence",), in_brain=(True,))
         print(report(base, Path(args.out), study, tuple(args.models.split(",")),
                      chosen).to_string())
     return 0
