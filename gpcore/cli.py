@@ -42,8 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .models.checkpoints import CheckpointError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CheckpointError as err:  # a bad weights file or Hub name: the message names the fix
+        raise SystemExit(f"gpcore {args.command}: {err}") from None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ memory, whatever N) under temporary names; every file is renamed into place only
 rows are done, so an interrupted run leaves no output that could be mistaken for a result.
 
 Command line: ``gpcore predict --checkpoint M.safetensors --store DIR --split split.csv
---fold 0 --part test --out DIR``.
+--fold 0 --part test --out DIR``; ``--checkpoint hf://owner/name[@revision]`` runs a released
+model from the Hugging Face Hub (:mod:`gpcore.models.hub`).
 """
 from __future__ import annotations
 
@@ -34,11 +35,12 @@ from .io import atomic_path
 
 
 def load_checkpoint(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict]:
-    """``(model, meta)`` of a checkpoint; ``meta`` is :func:`read_checkpoint_meta`'s dict
-    (``{}`` for a foreign checkpoint without the JSON beside it)."""
-    from .models import create_model, read_checkpoint_meta
+    """``(model, meta)`` of a checkpoint file or ``hf://`` Hub URI; ``meta`` is
+    :func:`read_checkpoint_meta`'s dict (``{}`` for a foreign checkpoint without the JSON beside
+    it), or the published facts of a Hub model (:func:`gpcore.models.hub.resolve_checkpoint`)."""
+    from .models.hub import load_model
 
-    return create_model(checkpoint=checkpoint), read_checkpoint_meta(checkpoint)
+    return load_model(checkpoint)
 
 
 def check_compatible(model: nn.Module, meta: dict, channels: int, size: tuple[int, int],
@@ -79,8 +81,9 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
     """Predict logits, probabilities and heatmaps for ``rows`` of ``store``; return ``out_dir``.
 
     Args:
-        model: a GP model, or a checkpoint path (then rebuilt with ``create_model`` and its
-            recorded input size and normalisation checked against the store).
+        model: a GP model, or a checkpoint path or ``hf://`` Hub URI (then rebuilt with
+            ``create_model`` and its recorded input size, normalisation and, for Hub models,
+            contrast order checked against the store).
         store: a :class:`~gpcore.data.store.SliceStore` or its folder.
         rows: store rows, in output order (``None``: all rows).
         normalisation: per-slice normalisation; ``None`` (default): the checkpoint's recorded
@@ -96,13 +99,14 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
     from tqdm.auto import tqdm
 
     from .data.store import SliceStore
+    from .models.hub import checkpoint_source
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     paths = _fast_paths(fast, device)
     checkpoint, meta = None, {}
     if isinstance(model, (str, os.PathLike)):
-        checkpoint = Path(model)
+        checkpoint = model
         model, meta = load_checkpoint(checkpoint)
     store = store if isinstance(store, SliceStore) else SliceStore(store)
     rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -120,6 +124,7 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
     images = store.images
     n, channels, h, w = len(rows), *images.shape[1:]
     check_compatible(model, meta, channels, (h, w), store.path / "images.npy")
+    _check_hub_contrasts(meta, store, checkpoint)
     index = store.index.set_index("row", drop=False).loc[rows].reset_index(drop=True)
 
     out = Path(out_dir)
@@ -176,7 +181,7 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
             classes = store.classes
             index["pred_class"] = [classes[p] if p < len(classes) else str(p) for p in preds]
             index.to_csv(tmp["index.csv"], index=False)
-            info = {"checkpoint": str(checkpoint.resolve()) if checkpoint else None,
+            info = {"checkpoint": checkpoint_source(checkpoint, meta) if checkpoint else None,
                     "model": getattr(model, "model_name", type(model).__name__),
                     "store": str(store.path.resolve()), "rows": int(n), "device": str(device),
                     "batch_size": int(batch_size), "normalisation": normalisation,
@@ -189,6 +194,16 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
         if paths is not None and paths.channels_last:
             model.to(memory_format=torch.contiguous_format)
     return out
+
+
+def _check_hub_contrasts(meta: dict, store, checkpoint) -> None:
+    """A released model sees its contrasts in the published order, or not at all."""
+    wanted = [c.lower() for c in (meta.get("extra") or {}).get("channels") or []]
+    have = [c.lower() for c in store.meta.get("channels") or []]
+    if "hub" in meta and wanted and have and wanted != have:
+        raise ValueError(f"{checkpoint}: the model takes contrasts {','.join(wanted)} in this "
+                         f"order but {store.path} holds {','.join(have)}; build a store with "
+                         f"gpcore preprocess --contrasts {','.join(wanted)}")
 
 
 def _fast_paths(fast, device):
@@ -211,7 +226,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="run a trained model over slices of a store: "
                                        "probabilities, logits and heatmaps")
     p.add_argument("--checkpoint", required=True, help="model weights (.safetensors with its "
-                                                       ".json, or a reference checkpoint)")
+                   ".json, a reference checkpoint, or hf://owner/name[@revision] from the "
+                   "Hugging Face Hub)")
     p.add_argument("--store", required=True, help="slice store folder")
     p.add_argument("--split", help="split CSV (default: predict all rows of the store)")
     p.add_argument("--fold", type=int, default=0, help="outer fold of the split (default 0)")
@@ -234,16 +250,9 @@ def _predict_cli(args) -> int:
     rows = None
     if args.split:
         rows = split_rows(load_split(args.split), store.index, args.fold, args.part)
-    meta_norm = _recorded_normalisation(args.checkpoint)
+    # normalisation None: the checkpoint's recorded one, else "max" as published
     out = predict_store(args.checkpoint, store, rows, args.out, batch_size=args.batch_size,
-                        device=args.device, normalisation=meta_norm or "max",
-                        fast=args.fast)
+                        device=args.device, normalisation=None, fast=args.fast)
     n = len(store) if rows is None else len(rows)
     print(f"wrote {out}: predictions for {n} slices")
     return 0
-
-
-def _recorded_normalisation(checkpoint) -> str | None:
-    from .models import read_checkpoint_meta
-
-    return (read_checkpoint_meta(checkpoint).get("extra") or {}).get("normalisation")

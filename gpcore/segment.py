@@ -28,7 +28,9 @@ the folder is renamed when complete, so a failed subject leaves nothing behind):
 plus ``out_dir/subjects.csv`` (one row per segmented subject) and, with ``on_error="skip"``,
 ``out_dir/skipped.csv`` (inputs left out, and why).
 
-Command line: ``gpcore segment --checkpoint M.safetensors --input DIR_OR_FILE --out DIR``.
+Command line: ``gpcore segment --checkpoint M.safetensors --input DIR_OR_FILE --out DIR``;
+``--checkpoint hf://owner/name[@revision]`` uses a released model from the Hugging Face Hub
+(:mod:`gpcore.models.hub`) with its published contrasts, classes and offset.
 """
 from __future__ import annotations
 
@@ -169,6 +171,7 @@ class _Predictor:
     healthy: int | None
     device: str
     batch_size: int
+    checkpoint: str = ""  # what summaries record: the file's path, or the Hub URI with its commit
 
     def predict(self, slices: np.ndarray, native: tuple[int, int]):
         """``slices (S, C, X, Y)`` -> ``probabilities (S, K)``, heatmaps ``(S, K, X, Y)``."""
@@ -224,6 +227,7 @@ def mask_rule_for(checkpoint: Path, name: str, offset: float | None, cleanup: bo
 def _load_predictor(checkpoint, offset, device, batch_size, cleanup=True, map_rule=None,
                     in_brain=None) -> _Predictor:
     from .inference import load_checkpoint
+    from .models.hub import checkpoint_source
 
     model, meta = load_checkpoint(checkpoint)
     extra = meta.get("extra") or {}
@@ -236,13 +240,16 @@ def _load_predictor(checkpoint, offset, device, batch_size, cleanup=True, map_ru
     if len(classes) != n_classes:
         raise ValueError(f"{checkpoint}: records {len(classes)} classes {classes} but the model "
                          f"has {n_classes} outputs; fix 'classes' in its JSON")
-    rule, source = mask_rule_for(Path(checkpoint), name, offset, cleanup, map_rule, in_brain)
+    # a Hub model's cached file has no evaluated run folder beside it: the published rule
+    local = Path(meta["hub"]["path"]) if "hub" in meta else Path(checkpoint)
+    rule, source = mask_rule_for(local, name, offset, cleanup, map_rule, in_brain)
     healthy = 0 if classes[0].lower() == "healthy" else None
     input_size = extra.get("input_size")
     return _Predictor(model.to(device).eval(), name, classes, recorded,
                       int(input_size) if input_size else None,
                       extra.get("normalisation") or "max", extra.get("channels") or None,
-                      rule, source, healthy, str(device), int(batch_size))
+                      rule, source, healthy, str(device), int(batch_size),
+                      checkpoint_source(checkpoint, meta))
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,7 +324,7 @@ def _overview(path: Path, image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
     fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
 
 
-def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path, checkpoint: Path,
+def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
                  contrasts: Sequence[str]) -> dict:
     """Segment one subject, writing its files into ``folder``; return its summary."""
     import nibabel as nib
@@ -369,7 +376,7 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path, checkpoint:
         "tumour_volume_voxels": voxels,
         "tumour_volume_ml": voxels * float(np.prod(zooms)) / 1000.0,
         "voxel_size_mm": zooms,
-        "checkpoint": str(checkpoint.resolve()), "model": pred.name,
+        "checkpoint": pred.checkpoint, "model": pred.name,
         "classes": pred.classes,
         "classes_source": "checkpoint" if pred.classes_recorded else "assumed (not recorded)",
         "contrasts": list(contrasts) if item.subject is not None else f"{n_contrasts} "
@@ -409,7 +416,9 @@ def segment(checkpoint: str | os.PathLike, inputs: str | os.PathLike, out_dir: s
 
     Args:
         checkpoint: model weights saved with ``save_model`` (its JSON gives the training input
-            size, normalisation, classes and channels) or a foreign checkpoint.
+            size, normalisation, classes and channels), a foreign checkpoint, or a released
+            model ``hf://owner/name[@revision]`` (published input size, normalisation, classes,
+            contrasts and offset; :mod:`gpcore.models.hub`).
         inputs: see the module docstring.
         offset: subtracted from the multi-Otsu threshold. Default: the map rule, offset and
             clean-up chosen on validation when the checkpoint sits in an evaluated run folder
@@ -426,7 +435,6 @@ def segment(checkpoint: str | os.PathLike, inputs: str | os.PathLike, out_dir: s
     from tqdm.auto import tqdm
 
     check_on_error(on_error)
-    checkpoint = Path(checkpoint)
     contrasts = tuple(str(c).lower() for c in contrasts)
     pred = _load_predictor(checkpoint, offset, device, batch_size, cleanup, map_rule, in_brain)
     skipped: list[DataError] = []
@@ -444,7 +452,7 @@ def segment(checkpoint: str | os.PathLike, inputs: str | os.PathLike, out_dir: s
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            summary = _segment_one(item, pred, tmp, checkpoint, contrasts)
+            summary = _segment_one(item, pred, tmp, contrasts)
             publish_dir(tmp, out / item.subject_id)
         except DataError as err:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -476,7 +484,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="classify and segment MRI volumes with a trained model "
                                        "(heatmap, mask, per-slice classes, patient class)")
     p.add_argument("--checkpoint", required=True, help="model weights (.safetensors with its "
-                                                       ".json, or a reference checkpoint)")
+                   ".json, a reference checkpoint, or hf://owner/name[@revision] from the "
+                   "Hugging Face Hub)")
     p.add_argument("--input", required=True, help="folder of subject folders, one subject "
                                                   "folder, a NIfTI volume or a folder of them")
     p.add_argument("--out", required=True, help="output folder (one sub-folder per subject)")

@@ -21,6 +21,7 @@ from .checkpoints import (CheckpointError, load_weights, read_checkpoint_meta, r
 from .gp_recon_resnet import GPReconResNet
 from .gp_shuffle_unet import GPShuffleUNet
 from .gp_unet import GPUNet
+from .hub import from_hub, is_hub_uri, resolve_checkpoint
 from .cnn import CNNGradCAM
 from .mprotonet import MProtoNet2D
 from .reference import from_reference_kwargs, infer_model_config
@@ -35,9 +36,14 @@ def create_model(name: str | None = None, *, checkpoint: str | os.PathLike | Non
         name: a name from :func:`list_models`. May be omitted when ``checkpoint`` is given: the
             model is then rebuilt from the JSON written by :func:`save_model` beside it, or,
             for a foreign checkpoint, from its keys and shapes.
-        checkpoint: any file :func:`load_weights` accepts.
+        checkpoint: any file :func:`load_weights` accepts, or a Hub model
+            ``hf://owner/name[@revision]`` (:func:`gpcore.models.hub.resolve_checkpoint`).
         **cfg: constructor options; they override a checkpoint's saved config.
     """
+    if is_hub_uri(checkpoint):
+        checkpoint, meta = resolve_checkpoint(checkpoint)
+        if name in (None, meta["model"]):
+            name, cfg = meta["model"], {**meta["config"], **cfg}
     if name is None:
         if checkpoint is None:
             raise ValueError(f"create_model needs a model name ({', '.join(list_models())}) "
@@ -62,5 +68,7 @@ def read_config_file(path: str | os.PathLike) -> tuple[str, dict]:
 
 __all__ = ["CNNGradCAM", "CheckpointError", "GPClassifier", "GPReconResNet", "GPShuffleUNet",
            "GPUNet", "MProtoNet2D",
-           "create_model", "from_reference_kwargs", "infer_model_config", "list_models",
-           "load_weights", "read_checkpoint_meta", "read_config_file", "read_state_dict", "register_model", "save_model"]
+           "create_model", "from_hub", "from_reference_kwargs", "infer_model_config",
+           "list_models",
+           "load_weights", "read_checkpoint_meta", "read_config_file", "read_state_dict",
+           "register_model", "resolve_checkpoint", "save_model"]
