@@ -35,6 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 UNET = "soumickmj/GPUNet_BraTS2020_T1T2T1ceFlair_Axial"
 RECON_T1CE = "soumickmj/GPReconResNet_BraTS2020T1ce_Axial"
+SHUFFLE_T1CE = "soumickmj/GPShuffleUNet_BraTS2020T1ce_Axial"
 OLD, NEW = "a" * 40, "b" * 40  # commits of UNET: v1.0 -> OLD, main -> NEW
 
 
@@ -49,12 +50,13 @@ def _weights_bin(model) -> bytes:
     return buf.getvalue()
 
 
-def _repo_files(arch: str, model, weights: str = "pytorch_model.bin") -> dict[str, bytes]:
+def _repo_files(arch: str, model, weights: str = "pytorch_model.bin",
+               prefix: str = "net.") -> dict[str, bytes]:
     cfg = {"architectures": [arch], "model_type": arch, "out_act": "None",
            "auto_map": {"AutoConfig": f"{arch}Config.{arch}Config", "AutoModel": f"{arch}.{arch}"},
            "in_channels": model.in_channels, "n_classes": 3}
     blob = (_weights_bin(model) if weights == "pytorch_model.bin" else
-            save_safetensors({"net." + k: v.contiguous() for k, v in model.state_dict().items()}))
+            save_safetensors({prefix + k: v.contiguous() for k, v in model.state_dict().items()}))
     # custom code that a trust_remote_code loader would run: it must never be downloaded
     code = b"open('PWNED', 'w').write('remote code ran')\n"
     return {weights: blob, "config.json": json.dumps(cfg).encode(), f"{arch}.py": code,
@@ -131,16 +133,21 @@ def served():
     torch.manual_seed(0)
     old, new = small_model("gp_unet", up_mode="sinc"), small_model("gp_unet", up_mode="sinc")
     recon = small_model("gp_recon_resnet", in_channels=1, up_mode="sinc")
+    shuffle = small_model("gp_shuffle_unet", in_channels=1)
     hub = FakeHub()
     hub.add(UNET, {OLD: _repo_files("GPUNet", old), NEW: _repo_files("GPUNet", new)},
             {"main": NEW, "v1.0": OLD})
     hub.add(RECON_T1CE, {"c" * 40: _repo_files("GPReconResNet", recon, "model.safetensors")},
             {"main": "c" * 40})
+    # weights held as PreTrainedModel.model (the wrapper of the authors' other Hub models)
+    hub.add(SHUFFLE_T1CE, {"f" * 40: _repo_files("GPShuffleUNet", shuffle, "model.safetensors",
+                                                 prefix="model.")}, {"main": "f" * 40})
     # a mislabelled repository: the name says GP-UNet, the weights are GP-ShuffleUNet
     hub.add("someone/GPUNet_BraTS2020_T1T2T1ceFlair_Axial",
             {"d" * 40: _repo_files("GPUNet", small_model("gp_shuffle_unet"))}, {"main": "d" * 40})
     hub.add("someone/empty", {"e" * 40: {"README.md": b"# nothing\n"}}, {"main": "e" * 40})
-    yield hub, {"old": old.eval(), "new": new.eval(), "recon": recon.eval()}
+    yield hub, {"old": old.eval(), "new": new.eval(), "recon": recon.eval(),
+                "shuffle": shuffle.eval()}
     hub.server.shutdown()
 
 
@@ -203,6 +210,8 @@ def test_download_load_forward_then_offline_from_cache(hub, monkeypatch):
     path, meta = resolve_checkpoint(f"hf://{RECON_T1CE}")
     assert path.name == "model.safetensors" and meta["extra"]["channels"] == ["t1ce"]
     _same(create_model(checkpoint=f"hf://{RECON_T1CE}"), models["recon"], channels=1)
+
+    _same(from_hub(SHUFFLE_T1CE), models["shuffle"], channels=1)  # "model." prefix
 
     n = len(fake.resolves())
     _offline(monkeypatch)

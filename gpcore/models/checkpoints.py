@@ -26,8 +26,9 @@ from ..io import atomic_path
 
 from .reference import infer_model_config
 
-# Wrappers added by training frameworks around the model's own keys.
-_PREFIXES = ("net.", "module.", "_orig_mod.")
+# Wrappers added by training frameworks around the model's own keys ("model.": the authors'
+# Hugging Face PreTrainedModel wrappers of their other projects hold the network as self.model).
+_PREFIXES = ("net.", "model.", "module.", "_orig_mod.")
 # Key renames that keep checkpoints of the reference's out_act variants loadable (its GP_UNet
 # head became ``last.0`` when an activation was appended).
 _RENAMES = {"gp_unet": (("last.0.", "last."),)}
@@ -48,9 +49,9 @@ def _unsafe_globals(path: Path) -> list[str]:
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a checkpoint file into a plain ``{key: tensor}`` dict of the model's own keys.
 
-    Unwraps ``"state_dict"`` (Lightning, some HF exports), strips ``net.`` / ``module.`` /
-    ``_orig_mod.`` prefixes and drops ``loss*`` keys (the class-weight buffer of the loss)
-    and non-tensor entries.
+    Unwraps ``"state_dict"`` (Lightning, some HF exports), strips ``net.`` / ``model.`` /
+    ``module.`` / ``_orig_mod.`` prefixes and drops ``loss*`` keys (the class-weight buffer of
+    the loss) and non-tensor entries.
     """
     path = Path(path)
     if not path.is_file():
