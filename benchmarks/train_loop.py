@@ -27,10 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 MODELS = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet")
 
@@ -41,7 +39,8 @@ def measure(model: str, store, device: torch.device, steps: int, warmup: int, ba
     from torch.utils.data import DataLoader
 
     from gpcore.data.dataset import Augmentation, SliceDataset
-    from gpcore.efficiency import _rss, _vm_hwm, build, make_optimiser, sync, training_flops
+    from gpcore.efficiency import (_rss, _vm_hwm, build, make_optimiser, optimiser_step, sync,
+                                   training_flops)
     from gpcore.training.fast import FastPaths
 
     fast = FastPaths.auto(device, compile=compile)
@@ -69,12 +68,7 @@ def measure(model: str, store, device: torch.device, steps: int, warmup: int, ba
         y = item["label"].to(device, non_blocking=True)
         sync(device)
         t1 = time.perf_counter()
-        fast.apply_backend_flags()
-        opt.zero_grad(set_to_none=True)
-        with fast.autocast():
-            logits = step_net(x)
-        F.cross_entropy(logits.float(), y).backward()
-        opt.step()
+        optimiser_step(step_net, opt, fast, x, y)
         sync(device)
         t2 = time.perf_counter()
         if i >= warmup:

@@ -182,13 +182,10 @@ def validation(run: Path) -> dict:
             "brain": brain_masks(store.images, val["index"]["row"].to_numpy())}
 
 
-#: the map rules and brain restrictions `report` searches (``--evidence-only``: the setting
-#: the full grid chose in most runs, 6x cheaper)
-GRID = {"rules": None, "in_brain": (False, True)}
-
-
-def score_run(run: Path) -> dict:
-    """Validation-only scores of one finished run (see the module docstring)."""
+def score_run(run: Path, evidence_only: bool = False) -> dict:
+    """Validation-only scores of one finished run (see the module docstring).
+    ``evidence_only``: search only the evidence map inside the brain (the setting the full
+    grid chose in most runs, 6x cheaper); threshold method, offset and clean-up still are."""
     from gpcore.evaluation.segmentation import map_auroc_per_slice, select_map_rule
     from gpcore.segmentation.maps import peak_outside_brain
     from gpcore.segmentation.threshold import THRESHOLDS
@@ -201,7 +198,8 @@ def score_run(run: Path) -> dict:
     choice, grid = select_map_rule(val["heatmaps"], val["probabilities"], val["masks"],
                                    labels, brain=brain, healthy_class=healthy,
                                    class_names=classes, workers=None, thresholds=THRESHOLDS,
-                                   **{k: v for k, v in GRID.items() if v is not None})
+                                   **(dict(rules=("evidence",), in_brain=(True,))
+                                      if evidence_only else {}))
     own = grid[(grid["rule"] == "predicted") & ~grid["in_brain"]
                & (grid["threshold"] == "multiotsu")]
     if own.empty:  # --evidence-only
@@ -251,9 +249,11 @@ def _study_runs(runs_dir: Path):
 
 def report(base: Path, out: Path, study_runs: Path | None = None,
            models: tuple[str, ...] = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet"),
-           variants: tuple[str, ...] | None = None) -> pd.DataFrame:
+           variants: tuple[str, ...] | None = None,
+           evidence_only: bool = False) -> pd.DataFrame:
     """Score every finished run under ``base`` (and the study's runs under ``study_runs``, if
-    given); write per-run and per-variant tables. ``variants``: only these (default all)."""
+    given); write per-run and per-variant tables. ``variants``: only these (default all);
+    ``evidence_only``: see :func:`score_run`."""
     from gpcore.io import write_table
     from gpcore.pipeline import _finished
 
@@ -264,12 +264,12 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
     for run, variant, model, fold, seed in found:
         if not _finished(run):
             continue
-        cache = run / ("recipe_val_evidence.json" if GRID["rules"] else "recipe_val.json")
+        cache = run / ("recipe_val_evidence.json" if evidence_only else "recipe_val.json")
         scores = {}
         if cache.is_file() and cache.stat().st_mtime > (run / "best.safetensors").stat().st_mtime:
             scores = json.loads(cache.read_text())
         if "threshold" not in scores:  # cached before the column existed
-            scores = score_run(run)
+            scores = score_run(run, evidence_only)
             cache.write_text(json.dumps(scores, default=float, indent=1))
         rows.append({"variant": variant, "model": model, "fold": fold, "seed": seed, **scores})
     table = pd.DataFrame(rows)
@@ -335,10 +335,8 @@ def main(argv=None) -> int:
     else:
         study = ROOT / "runs" / args.study / args.profile if args.with_study else None
         chosen = tuple(args.variants.split(",")) if args.variants else None
-        if args.evidence_only:
-            GRID.update(rules=("evidence",), in_brain=(True,))
         print(report(base, Path(args.out), study, tuple(args.models.split(",")),
-                     chosen).to_string())
+                     chosen, args.evidence_only).to_string())
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import count_parameters, create_model
@@ -276,17 +276,22 @@ def training_step(model: str | Callable[[], nn.Module], fast: FastPaths, batch: 
     x, y = make_batch(batch, channels, size, device)
     x = fast.prepare_batch(x)
 
-    def step():
-        fast.apply_backend_flags()
-        opt.zero_grad(set_to_none=True)
-        with fast.autocast():
-            logits = step_net(x)
-        per_sample = F.cross_entropy(logits.float(), y, reduction="none")
-        w = weights[y]
-        ((w * per_sample).sum() / w.sum()).backward()
-        opt.step()
+    return lambda: optimiser_step(step_net, opt, fast, x, y, weights)
 
-    return step
+
+def optimiser_step(net: nn.Module, opt: torch.optim.Optimizer, fast: FastPaths, x: Tensor,
+                   y: Tensor, weights: Tensor | None = None) -> None:
+    """One training step of the benchmarks: forward ``x (B, C, H, W)`` under ``fast``'s
+    autocast, class-weighted cross-entropy against ``y (B,)`` (``weights (K,)``; None:
+    unweighted), backward, optimiser step."""
+    fast.apply_backend_flags()
+    opt.zero_grad(set_to_none=True)
+    with fast.autocast():
+        logits = net(x)
+    per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+    w = torch.ones_like(per_sample) if weights is None else weights[y]
+    ((w * per_sample).sum() / w.sum()).backward()
+    opt.step()
 
 
 def inference_call(model: str | Callable[[], nn.Module], fast: FastPaths, batch: int,

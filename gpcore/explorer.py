@@ -37,7 +37,7 @@ from .data.store import SliceStore
 from .evaluation.segmentation import dice_iou, score_slices
 from .segmentation.maps import MAP_RULES, brain_masks, tumour_map
 from .segmentation.threshold import (PUBLISHED_OFFSETS, THRESHOLDS, check_threshold,
-                                     mask_from_rule, threshold_rule)
+                                     mask_from_rule, rule_threshold, threshold_rule)
 
 #: offset slider range and step (that of ``gpcore.evaluation.segmentation.DEFAULT_OFFSETS``)
 OFFSET_MIN, OFFSET_MAX, OFFSET_STEP = 0.0, 2.0, 0.05
@@ -144,10 +144,6 @@ class EvaluatedRun:
             if path.is_file():
                 return json.loads(path.read_text())
         return {}
-
-    @property
-    def chosen_thresholding(self) -> str:
-        return str(self.run.offset_choice(self.channel).get("threshold", "multiotsu"))
 
     @property
     def published_offset(self) -> float | None:
@@ -389,12 +385,7 @@ class ThresholdExplorer:
         an empty mask whatever the threshold."""
         if self.channel_class() is None:
             return None
-        kind, t = self.rule()
-        if kind == "empty":
-            return None
-        if kind == "relative":
-            return t[0] + self.offset * (t[1] - t[0])
-        return max(0.0, t - self.offset) if kind == "multi" else t
+        return rule_threshold(self.rule(), self.offset)
 
     def mask(self) -> np.ndarray:
         """The thresholded (and optionally cleaned) mask of the current slice, ``(H, W)``."""

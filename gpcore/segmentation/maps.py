@@ -152,5 +152,4 @@ class MaskRule:
             region = np.asarray(brain, bool) if brain is not None else brain_mask(image)
         scale = shape[0] / 240 if scale is None else scale
         return mask_from_rule(hm, threshold_rule(hm, region, self.threshold), self.offset,
-                              self.cleanup,
-                              scale, region)
+                              self.cleanup, scale, region)

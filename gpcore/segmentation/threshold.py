@@ -88,9 +88,17 @@ def threshold_rule(heatmap: np.ndarray, region: np.ndarray | None = None,
 def threshold_value(heatmap: np.ndarray, offset: float = 0.3) -> float | None:
     """The threshold ``thr`` of :func:`heatmap_to_mask` (``mask = hm > thr``); ``None`` when
     the mask is empty whatever the threshold (constant or all non-positive map)."""
-    kind, t = threshold_rule(heatmap)
+    return rule_threshold(threshold_rule(heatmap), offset)
+
+
+def rule_threshold(rule: tuple[str, object], offset: float) -> float | None:
+    """The threshold ``thr`` (``mask = hm > thr``) of a :func:`threshold_rule` at ``offset``
+    (for ``"relative"``: the fraction f); ``None`` for the empty mask."""
+    kind, t = rule
     if kind == "empty":
         return None
+    if kind == "relative":  # offset: the fraction f of the way from the median to the peak
+        return t[0] + float(offset) * (t[1] - t[0])
     return max(0.0, t - float(offset)) if kind == "multi" else t
 
 
@@ -99,13 +107,9 @@ def mask_from_rule(heatmap: np.ndarray, rule: tuple[str, object], offset: float,
                    region: np.ndarray | None = None) -> np.ndarray:
     """The mask of :func:`heatmap_to_mask` from a precomputed :func:`threshold_rule`;
     ``region``: nothing outside it is marked (before the clean-up)."""
-    kind, t = rule
-    if kind == "empty":
+    thr = rule_threshold(rule, offset)
+    if thr is None:
         return np.zeros(np.shape(heatmap), bool)
-    if kind == "relative":  # offset: the fraction f of the way from the median to the peak
-        thr = t[0] + float(offset) * (t[1] - t[0])
-    else:
-        thr = max(0.0, t - float(offset)) if kind == "multi" else t
     mask = np.asarray(heatmap) > thr
     if region is None:
         return clean_mask(mask, scale) if cleanup else mask
