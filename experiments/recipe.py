@@ -71,6 +71,9 @@ VARIANTS = {
     "chscale": lambda m: CHSCALE,
     "unweighted_chscale": lambda m: UNWEIGHTED + CHSCALE,
     "unweighted_chscale_topk": lambda m: UNWEIGHTED + CHSCALE + TOPK,
+    "unweighted_chscale_bn": lambda m: UNWEIGHTED + CHSCALE + BN[m],
+    "unweighted_chscale_long": lambda m: UNWEIGHTED + CHSCALE + ["train.epochs=60"],
+    "unweighted_chscale_step4": lambda m: UNWEIGHTED + CHSCALE + ["train.train_slice_step=4"],
     "chscale_topk": lambda m: CHSCALE + TOPK,
     "unweighted_topk": lambda m: UNWEIGHTED + TOPK,
     "brainpool": lambda m: BRAIN,
@@ -313,6 +316,10 @@ def main(argv=None) -> int:
     parser.add_argument("--store", default=None,
                         help="`train`: another slice store of the same cohort (e.g. "
                              "data/phantom/quick/store_128); runs go under <variant>@<size>")
+    parser.add_argument("--cohort", type=int, default=None,
+                        help="`train`: a phantom cohort of N subjects instead of the "
+                             "profile's (data/phantom/<profile>-n<N>, built once); runs go "
+                             "under <variant>#n<N>")
     parser.add_argument("--out", default=str(ROOT / "docs" / "recipe_table"),
                         help="table stem (CSV + Markdown) of `report`")
     parser.add_argument("--with-study", action="store_true",
@@ -323,12 +330,22 @@ def main(argv=None) -> int:
 
     base = ROOT / "runs" / "recipe" / f"{args.study}-{args.profile}"
     if args.action == "train":
-        store, split = study_data(ROOT / "data" / args.study / args.profile, args.profile)
         variants = (args.variants or ",".join(VARIANTS)).split(",")
+        suffix = ""
+        if args.cohort:  # same profile, another cohort size: its own data folder and split
+            from gpcore.data.prepare import prepare_study
+
+            store, split = prepare_study(args.study, args.profile, ROOT / "data" / args.study
+                                         / f"{args.profile}-n{args.cohort}",
+                                         phantom_subjects=args.cohort, workers=1)
+            store, suffix = Path(store.path), f"#n{args.cohort}"
+        else:
+            store, split = study_data(ROOT / "data" / args.study / args.profile, args.profile)
         if args.store:
             store = Path(args.store)
+            suffix += f"@{store.name.split('_')[-1]}"
         todo = jobs(base, variants, args.models.split(","), parse_runs(args.runs),
-                    suffix=f"@{store.name.split('_')[-1]}" if args.store else "")
+                    suffix=suffix)
         start = time.time()
         train_grid(store, split, base, args.profile, todo, args.parallel)
         print(f"[recipe] done in {time.time() - start:.0f} s")

@@ -8,6 +8,9 @@ import sys
 def _models(args: argparse.Namespace) -> int:
     from .models.profile import model_summary
 
+    if args.size < 16 or args.size % 16:  # every model down-samples by up to 16
+        raise ValueError(f"--size {args.size}: the slice size must be a positive multiple of "
+                         f"16, e.g. 240 (BraTS) or 64 (quick)")
     table = model_summary(args.size)
     table["parameters"] = table["parameters"].map("{:,}".format)
     table = table.rename(columns={"gflops_per_slice": f"GFLOPs per 4×{args.size}×{args.size}"})
@@ -17,6 +20,9 @@ def _models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpcore", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (anywhere on the command line; "
+                             "or GPCORE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="list the registered models in their paper configuration "
                                       "with parameters and GFLOPs per slice")
@@ -42,13 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .models.checkpoints import CheckpointError
+    """Run a sub-command; bad input ends in one line ``gpcore <command>: error: ...`` and
+    exit status 2 (:mod:`gpcore.errors`)."""
+    from .errors import one_line_errors
 
-    args = build_parser().parse_args(argv)
-    try:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted after the sub-command too
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    with one_line_errors(f"gpcore {args.command}", debug):
         return args.func(args)
-    except CheckpointError as err:  # a bad weights file or Hub name: the message names the fix
-        raise SystemExit(f"gpcore {args.command}: {err}") from None
 
 
 if __name__ == "__main__":

@@ -104,7 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", help="copy this PNG to docs/figures/overview.png, the "
                                          "README's top figure (e.g. figures/phantom/quick/"
                                          "explanation_grid.png)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     args = parser.parse_args(argv)
+    from .errors import one_line_errors
+
+    with one_line_errors("python -m gpcore.report", args.debug):
+        return _report(args)
+
+
+def _report(args) -> int:
     if args.figure:
         import shutil
 

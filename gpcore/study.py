@@ -173,8 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", help="folds to train and evaluate: 'all' or e.g. '0,2' "
                         "(default: the profile's, fold 0 for smoke and quick); with more than "
                         "one, the tables add mean ± sd over folds and the pooled test patients")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     args = parser.parse_args(argv)
-    return run_study(args.study, args.profile, args.data, args.force, args.stage, args.folds)
+    from .errors import one_line_errors
+
+    with one_line_errors("run_all.sh", args.debug):
+        return run_study(args.study, args.profile, args.data, args.force, args.stage,
+                         args.folds)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,12 @@ def add_cli(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpcore.train", description=__doc__)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    args = parser.parse_args(argv)
+    from .errors import one_line_errors
+
+    with one_line_errors("python -m gpcore.train", args.debug):
+        return run(args)
 
 
 if __name__ == "__main__":

@@ -253,13 +253,15 @@ def test_bad_repositories_give_one_line_errors_naming_them(hub, uri, message):
     assert text.startswith(uri + ":") and message in text and "\n" not in text
 
 
-def test_cli_names_a_missing_repository_in_one_line(hub, tmp_path):
+def test_cli_names_a_missing_repository_in_one_line(hub, tmp_path, capsys):
     from gpcore.cli import main
 
     with pytest.raises(SystemExit) as err:
         main(["segment", "--checkpoint", "hf://soumickmj/GPUNet_Typo", "--input",
               str(tmp_path), "--out", str(tmp_path / "out")])
-    assert str(err.value) == ("gpcore segment: hf://soumickmj/GPUNet_Typo: no model repository "
+    assert err.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "gpcore segment: error: hf://soumickmj/GPUNet_Typo: no model repository "
                               "'soumickmj/GPUNet_Typo' on the Hub (or it is private); check the "
                               f"name, e.g. {UNET}")
 

@@ -45,11 +45,12 @@ def test_readme_rewritten_between_markers_only(results, tmp_path):
     assert (tmp_path / "docs/figures/overview.png").read_bytes() == b"\x89PNG fake"
 
 
-def test_readme_without_markers_is_refused_and_kept(results, tmp_path):
+def test_readme_without_markers_is_refused_and_kept(results, tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text("# no markers\n")
-    with pytest.raises(ValueError, match="markers"):
+    with pytest.raises(SystemExit):
         main([str(results), "--readme", str(readme)])
+    assert "markers" in capsys.readouterr().err
     assert readme.read_text() == "# no markers\n"
 
 

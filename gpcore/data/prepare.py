@@ -72,9 +72,12 @@ def make_split(store: SliceStore, out: str | os.PathLike, protocol: str = "patie
 
 def prepare_study(study: str, profile: str, work_dir: str | os.PathLike,
                   data_dir: str | os.PathLike | None = None, workers: int | None = None,
-                  on_error: str = "stop") -> tuple[SliceStore, Path]:
+                  on_error: str = "stop", phantom_subjects: int | None = None
+                  ) -> tuple[SliceStore, Path]:
     """Phantom generation (phantom study) -> slice store -> patient-level split.
 
+    ``phantom_subjects``: a cohort size other than the profile's (the recipe study's larger
+    cohorts); everything else comes from the profile.
     Returns the store (``work_dir/store_<size>``) and the split path ``work_dir/split.csv``
     (rewritten each time: it is cheap and deterministic). Phantom generation and preprocessing
     are skipped when their outputs exist with the same parameters.
@@ -85,6 +88,7 @@ def prepare_study(study: str, profile: str, work_dir: str | os.PathLike,
         from .phantom import generate_phantom
 
         n, seed, hgg = cfg["phantom_subjects"], cfg["phantom_seed"], cfg["phantom_hgg_fraction"]
+        n = int(phantom_subjects or n)
         raw = work.parent / f"phantom_raw_n{n}_seed{seed}_hgg{hgg}"
         data_dir = generate_phantom(raw, n, seed=seed, workers=workers, hgg_fraction=hgg)
         source = "brats"

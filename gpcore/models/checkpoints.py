@@ -57,7 +57,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":
-        obj = load_file(path)
+        try:
+            obj = load_file(path)
+        except Exception as err:  # SafetensorError: truncated or not safetensors at all
+            raise CheckpointError(f"{path}: not a readable .safetensors file ({err}); "
+                                  f"re-download or re-save it") from err
     else:
         try:
             with torch.serialization.safe_globals([argparse.Namespace]):
