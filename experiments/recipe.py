@@ -132,8 +132,9 @@ def jobs(base: Path, variants, models, runs, suffix: str = "") -> list[dict]:
 
 
 def train_grid(store: Path, split: Path, base: Path, profile: str, todo: list[dict],
-               parallel: int = 2) -> None:
-    """Train the unfinished runs of ``todo``, ``parallel`` at a time (one thread each)."""
+               parallel: int = 2, threads: int | None = None) -> None:
+    """Train the unfinished runs of ``todo``, ``parallel`` at a time, ``threads`` torch
+    threads each (default: the cores shared out; pass 1 when two grids run side by side)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -141,7 +142,7 @@ def train_grid(store: Path, split: Path, base: Path, profile: str, todo: list[di
 
     todo = [j for j in todo if not _finished(j["run"])]
     print(f"[recipe] {len(todo)} runs to train, {parallel} at a time", flush=True)
-    threads = max(1, (os.cpu_count() or 1) // parallel)
+    threads = threads or max(1, (os.cpu_count() or 1) // parallel)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads,)) as pool:
@@ -310,6 +311,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", default=",".join(f"{f}:{s}" for f, s in DEFAULT_RUNS),
                         help="fold:seed pairs, e.g. 0:1701,1:1702")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="`train`: torch threads per run (default: cores / parallel)")
     parser.add_argument("--evidence-only", action="store_true",
                         help="`report`: search only the evidence map inside the brain "
                              "(threshold method, offset, clean-up still searched)")
@@ -347,7 +350,7 @@ def main(argv=None) -> int:
         todo = jobs(base, variants, args.models.split(","), parse_runs(args.runs),
                     suffix=suffix)
         start = time.time()
-        train_grid(store, split, base, args.profile, todo, args.parallel)
+        train_grid(store, split, base, args.profile, todo, args.parallel, args.threads)
         print(f"[recipe] done in {time.time() - start:.0f} s")
     else:
         study = ROOT / "runs" / args.study / args.profile if args.with_study else None

@@ -115,3 +115,49 @@ def test_report_rejects_a_missing_results_folder_in_one_line(tmp_path, capsys):
     assert err.value.code == EXIT_BAD_INPUT
     line = capsys.readouterr().err.strip()
     assert line.startswith("python -m gpcore.report: error: ") and "\n" not in line
+
+
+# ------------------------------------------------------------------------------------------
+# Bad configuration, rejected by name (issue 15, item 5)
+# ------------------------------------------------------------------------------------------
+def test_a_typo_in_a_profile_names_the_file_and_the_close_key(tmp_path):
+    from gpcore.config import load_profile
+    from gpcore.errors import ConfigError
+
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("name: mine\ndata:\n  slice_sise: 64\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml: data: unknown key 'slice_sise'; "
+                                          r"did you mean 'slice_size'\?"):
+        load_profile(str(bad))
+    bad.write_text("name: mine\ntrainn: {}\n")
+    with pytest.raises(ConfigError, match="unknown key 'trainn'; did you mean 'train'"):
+        load_profile(str(bad))
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_profile(str(bad))
+
+
+def test_a_typo_in_a_train_key_or_model_option_is_refused():
+    from gpcore.errors import ConfigError
+    from gpcore.training.config import resolve_config
+
+    with pytest.raises(ConfigError, match="train: unknown key 'epochz'; did you mean 'epochs'"):
+        resolve_config("quick", "gp_unet", ["train.epochz=3"])
+    with pytest.raises(ConfigError, match="models.gp_unet: unknown key 'wff'"):
+        resolve_config("quick", "gp_unet", ["model.wff=3"])
+    # every shipped profile and model passes the check
+    for profile in ("smoke", "quick", "paper"):
+        for model in ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet", "mprotonet",
+                      "cnn_gradcam"):
+            resolve_config(profile, model)
+
+
+def test_train_cli_rejects_a_typo_in_one_line(tmp_path, capsys):
+    from gpcore.cli import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["train", "--store", str(tmp_path), "--split", str(tmp_path / "s.csv"), "--out",
+              str(tmp_path / "run"), "--model", "gp_unet", "train.epochz=3"])
+    assert err.value.code == EXIT_BAD_INPUT
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("gpcore train: error: ") and "epochz" in line and "\n" not in line

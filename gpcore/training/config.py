@@ -56,4 +56,25 @@ def resolve_config(profile: str = "quick", model: str = "gp_unet",
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     cfg = _merge(cfg, extra)
     cfg["model"]["name"] = model  # the model is chosen by argument, not by override
+    _check(cfg, defaults, profile, model, extra)
     return cfg
+
+
+def _check(cfg: dict, defaults: dict, profile: str, model: str, overrides: dict) -> None:
+    """Unknown ``train`` keys and model options raise, naming where they came from."""
+    import inspect
+
+    from ..config import check_keys
+    from ..models.registry import model_class
+
+    known = set(defaults["train"])
+    for per_model in (yaml.safe_load((CONFIGS / "train.yaml").read_text())
+                      .get("model_train") or {}).values():
+        known |= set(per_model or {})  # e.g. MProtoNet's ``mprotonet:`` loss coefficients
+    path = CONFIGS / "profiles" / f"{profile}.yaml" if "." not in str(profile) else profile
+    where = f"{path}" + (" (or the KEY=VALUE overrides)" if overrides else "")
+    check_keys(cfg["train"], known, f"{where}: train")
+    params = inspect.signature(model_class(model).__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        check_keys(set(cfg["model"]) - {"name"}, set(params) - {"self"},
+                   f"{where}: models.{model}")
