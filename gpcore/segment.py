@@ -8,7 +8,10 @@
   contrast (for a model with ``in_channels=1``); a 4D volume ``(X, Y, Z, C)`` holds C contrasts
   in the model's channel order.
 
-Per subject: axial slices ``vol[..., k]`` (native nibabel order, as in training); slices with
+Per subject: the volume is reoriented (flips / axis permutations only) to the voxel axes of
+the training data (BraTS's LPS, :data:`TRAINING_AXCODES`), so a RAS or sagittal-first volume
+is sliced like the training volumes; the outputs go back to the input's own voxel order,
+affine and header. Axial slices ``vol[..., k]`` of the reoriented volume; slices with
 no positive voxel in any contrast are skipped (heatmap 0, mask 0); the others are resized to the
 model's training size, max-normalised and classified in batches; the heatmaps are resized back
 to the native slice size (bilinear) and thresholded with the run's mask rule (map rule, brain
@@ -141,6 +144,35 @@ def _read_volume(path: Path):
         if not image[c].any():
             raise DataError(path, f"contrast {c} is all zero", "check the export")
     return image, img
+
+
+#: the voxel axes the models were trained in: BraTS 2020 as nibabel reads it (and the phantom),
+#: axial slices along the last axis
+TRAINING_AXCODES = ("L", "P", "S")
+
+
+def to_training_orientation(image: np.ndarray, affine: np.ndarray):
+    """``image (C, X, Y, Z)`` in the voxel order of ``affine`` -> ``(image in the training
+    voxel order (C, X', Y', Z'), the orientation that takes a volume back)``: a user volume in
+    RAS, or stored sagittal-first, is segmented in the axes the model saw (only flips and axis
+    permutations, no resampling). Inverse: ``apply_orientation(volume, back)``."""
+    from nibabel import orientations as nio
+
+    src = nio.io_orientation(affine)
+    if np.isnan(src).any():
+        raise ValueError("the volume's affine has no clear axis directions (oblique by 45°?); "
+                         "reslice it to an axial orientation first")
+    target = nio.axcodes2ornt(TRAINING_AXCODES)
+    forward = nio.ornt_transform(src, target)
+    out = np.stack([nio.apply_orientation(c, forward) for c in image]).astype(np.float32)
+    return np.ascontiguousarray(out), nio.ornt_transform(target, src)
+
+
+def apply_orientation(volume: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """``volume (X, Y, Z, ...)`` flipped / permuted by ``ornt`` on its first three axes."""
+    from nibabel import orientations as nio
+
+    return np.ascontiguousarray(nio.apply_orientation(volume, ornt))
 
 
 def load_input(item: SegmentInput):
@@ -330,6 +362,7 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
     import nibabel as nib
 
     image, ref = load_input(item)
+    image, back = to_training_orientation(image, ref.affine)
     n_contrasts, nx, ny, nz = image.shape
     in_channels = getattr(pred.model, "in_channels", n_contrasts)
     if n_contrasts != in_channels:
@@ -362,8 +395,10 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
     probs_all, preds_all = np.asarray(probs_all), np.asarray(preds_all)
     cls, rule, scores = _patient_class(probs_all, preds_all, pred.classes, pred.healthy)
     sid = item.subject_id
-    nib.save(_nifti(heat, ref, np.float32), folder / f"{sid}_heatmap.nii.gz")
-    nib.save(_nifti(mask, ref, np.uint8), folder / f"{sid}_mask.nii.gz")
+    # written in the input's own voxel order, with its affine and header
+    nib.save(_nifti(apply_orientation(heat, back), ref, np.float32),
+             folder / f"{sid}_heatmap.nii.gz")
+    nib.save(_nifti(apply_orientation(mask, back), ref, np.uint8), folder / f"{sid}_mask.nii.gz")
     pd.DataFrame(rows).to_csv(folder / f"{sid}_slices.csv", index=False)
     voxels = int(mask.sum())
     zooms = [float(z) for z in ref.header.get_zooms()[:3]]
@@ -386,6 +421,10 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
         "map_rule": pred.rule.rule, "in_brain": pred.rule.in_brain,
         "mask_rule_source": pred.rule_source,
         "input_size": pred.input_size, "native_size": [int(nx), int(ny)],
+        "input_orientation": "".join(nib.aff2axcodes(ref.affine)),
+        "slice_axis": f"axial slices of the volume reoriented to "
+                      f"{''.join(TRAINING_AXCODES)} (the training data's voxel axes); "
+                      f"slice_index counts from inferior",
         "normalisation": pred.normalisation,
         "mask_rule": "multi-Otsu (3 classes) upper threshold minus offset (floor 0) on the "
                      f"{pred.rule.rule!r} map (gpcore.segmentation.maps)"

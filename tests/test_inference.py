@@ -223,3 +223,36 @@ def test_overview_shows_the_largest_masks():
     mask[:2, :2, 2] = 1
     assert overview_slices(mask, {k: "HGG" for k in range(6)}, n=2) == [2, 4]
     assert overview_slices(np.zeros_like(mask), {1: "Healthy", 2: "LGG", 3: "HGG"}, n=2) == [1, 2]
+
+
+@pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("S", "R", "A")])
+def test_segment_is_independent_of_the_input_orientation(phantom, checkpoint, tmp_path,
+                                                         axcodes):
+    """The same subject stored RAS, or sagittal-first, gives the same mask in world space as
+    the LPS original (issue 15: user volumes as they come), written in the input's voxel order
+    with its affine."""
+    from nibabel import orientations as nio
+
+    sid = "BraTS20_Training_001"
+    lps = tmp_path / "lps" / "patient.nii.gz"
+    lps.parent.mkdir()
+    _stack_4d(phantom, sid, lps, z=slice(70, 74))
+    img = nib.load(lps)
+    ornt = nio.ornt_transform(nio.io_orientation(img.affine), nio.axcodes2ornt(axcodes))
+    other = tmp_path / "other" / "patient.nii.gz"
+    other.parent.mkdir()
+    nib.save(img.as_reoriented(ornt), other)
+    assert nib.aff2axcodes(nib.load(other).affine) == axcodes
+    kw = dict(offset=0.3, progress=False)
+    segment(checkpoint, lps, tmp_path / "out_lps", **kw)
+    segment(checkpoint, other, tmp_path / "out_other", **kw)
+    ref = nib.load(tmp_path / "out_lps" / "patient" / "patient_mask.nii.gz")
+    got = nib.load(tmp_path / "out_other" / "patient" / "patient_mask.nii.gz")
+    assert got.shape == nib.load(other).shape[:3] and np.allclose(got.affine, nib.load(other).affine)
+    back = nib.load(tmp_path / "out_other" / "patient" / "patient_mask.nii.gz").as_reoriented(
+        nio.ornt_transform(nio.io_orientation(got.affine), nio.io_orientation(ref.affine)))
+    assert np.allclose(back.affine, ref.affine)
+    assert np.array_equal(np.asanyarray(back.dataobj), np.asanyarray(ref.dataobj))
+    assert np.asanyarray(ref.dataobj).any()  # a non-trivial mask was compared
+    summary = json.loads((tmp_path / "out_other" / "patient" / "patient_summary.json").read_text())
+    assert summary["input_orientation"] == "".join(axcodes)
