@@ -78,6 +78,14 @@ def test_normalisation_modes():
     assert (z[:, ~brain] == 0).all()
     p = normalise(img, "percentile")
     assert p.min() >= 0 and p.max() <= 1
+    m = normalise(img, "median")
+    assert torch.allclose(m[:, brain].median(1).values, torch.ones(4)) and (m[:, ~brain] == 0).all()
+    # a bright lesion leaves the normal tissue's median-normalised intensity where it was
+    # (under max normalisation it darkens every other pixel of the slice)
+    lesion = img.clone()
+    lesion[:, 5, 5] = 1000.0  # the brightest pixel, brighter still: the median stays
+    assert torch.allclose(normalise(lesion, "median")[:, 3, 3], m[:, 3, 3])
+    assert not torch.allclose(normalise(lesion, "max")[:, 3, 3], out[:, 3, 3])
     with pytest.raises(ValueError, match="no positive intensity"):
         normalise(torch.zeros(4, 8, 8), "max")
     torch.testing.assert_close(normalise(torch.zeros(4, 8, 8), "max", fallback=img), img / 64)

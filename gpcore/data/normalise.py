@@ -5,13 +5,17 @@
 * ``"zscore"``: per channel, zero mean and unit variance inside the brain (any channel
   non-zero); background stays 0.
 * ``"percentile"``: per channel, map the 1st..99th percentile inside the brain to 0..1 and clip.
+* ``"median"``: per channel, divide by the median inside the brain. A lesion (a few % of the
+  brain) moves neither the median nor, therefore, the normal tissue's intensity - under
+  ``"max"`` a bright lesion darkens every other pixel of its slice, a cue for "tumour" that
+  is readable anywhere, even at the brain's edge (issue 13).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-MODES = ("max", "zscore", "percentile", "none")
+MODES = ("max", "zscore", "percentile", "median", "none")
 
 
 def brain_mask(image: Tensor) -> Tensor:
@@ -42,6 +46,9 @@ def normalise(image: Tensor, mode: str = "max", fallback: Tensor | None = None,
         if mode == "zscore":
             std = values.std(unbiased=False)
             out[c][brain] = (values - values.mean()) / (std if std > 0 else 1.0)
+        elif mode == "median":
+            med = values.median()
+            out[c][brain] = values / (med if med > 0 else values.abs().max().clamp_min(1e-6))
         elif mode == "percentile":
             lo, hi = torch.quantile(values, torch.tensor(percentiles, dtype=values.dtype) / 100)
             out[c][brain] = ((values - lo) / (hi - lo if hi > lo else 1.0)).clamp(0, 1)
