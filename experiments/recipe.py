@@ -77,6 +77,10 @@ VARIANTS = {
     "unweighted_chscale_zscore": lambda m: UNWEIGHTED + CHSCALE + ZSCORE,
     "unweighted_chscale_median": lambda m: UNWEIGHTED + CHSCALE + ["train.normalisation=median"],
     "unweighted_chscale_step4_zscore": lambda m: UNWEIGHTED + CHSCALE + STEP4 + ZSCORE,
+    #: the round-3 profile on the fp32 path (no bf16 autocast, no channels-last): do the
+    #: conclusions hold on both numeric paths?
+    "unweighted_chscale_median_fp32": lambda m: UNWEIGHTED + CHSCALE
+    + ["train.normalisation=median", "train.fast.bf16=false", "train.fast.channels_last=false"],
     "unweighted_chscale_step4_median": lambda m: UNWEIGHTED + CHSCALE + STEP4
     + ["train.normalisation=median"],
     "unweighted_chscale_long": lambda m: UNWEIGHTED + CHSCALE + ["train.epochs=60"],
