@@ -11,7 +11,9 @@
 Per subject: the volume is reoriented (flips / axis permutations only) to the voxel axes of
 the training data (BraTS's LPS, :data:`TRAINING_AXCODES`), so a RAS or sagittal-first volume
 is sliced like the training volumes; the outputs go back to the input's own voxel order,
-affine and header. Axial slices ``vol[..., k]`` of the reoriented volume; slices with
+affine and header. A slice whose field of view is not square (another matrix shape, or
+anisotropic in-plane voxels) is zero-padded to a square field of view before it is resized
+to the model's input, and its heatmap cropped back (:func:`square_fov`). Axial slices ``vol[..., k]`` of the reoriented volume; slices with
 no positive voxel in any contrast are skipped (heatmap 0, mask 0); the others are resized to the
 model's training size, max-normalised and classified in batches; the heatmaps are resized back
 to the native slice size (bilinear) and thresholded with the run's mask rule (map rule, brain
@@ -168,6 +170,14 @@ def to_training_orientation(image: np.ndarray, affine: np.ndarray):
     return np.ascontiguousarray(out), nio.ornt_transform(target, src)
 
 
+def reoriented_zooms(ref, back: np.ndarray) -> tuple[float, float, float]:
+    """The voxel size (mm) of ``ref`` along the axes of the training orientation (``back``:
+    the orientation from them to ``ref``'s, as :func:`to_training_orientation` returns)."""
+    zooms = [float(z) for z in ref.header.get_zooms()[:3]]
+    # back[i] = [axis of ref, flip] for training axis i
+    return tuple(zooms[int(back[i, 0])] for i in range(3))
+
+
 def apply_orientation(volume: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     """``volume (X, Y, Z, ...)`` flipped / permuted by ``ornt`` on its first three axes."""
     from nibabel import orientations as nio
@@ -205,26 +215,53 @@ class _Predictor:
     batch_size: int
     checkpoint: str = ""  # what summaries record: the file's path, or the Hub URI with its commit
 
-    def predict(self, slices: np.ndarray, native: tuple[int, int]):
-        """``slices (S, C, X, Y)`` -> ``probabilities (S, K)``, heatmaps ``(S, K, X, Y)``."""
+    def predict(self, slices: np.ndarray, native: tuple[int, int],
+                spacing: tuple[float, float] = (1.0, 1.0)):
+        """``slices (S, C, X, Y)`` -> ``probabilities (S, K)``, heatmaps ``(S, K, X, Y)``.
+
+        ``spacing``: the in-plane voxel size (mm). The model saw square slices of square
+        voxels; a slice whose field of view is not square (another matrix shape, or
+        anisotropic voxels) is zero-padded to a square field of view first (:func:`square_fov`),
+        so that resizing to the model's input keeps shapes, and the heatmaps are cropped
+        back."""
         from .data.store import resize_slices
         from .inference import normalise_batch
 
+        pads = square_fov(native, spacing)
+        padded = (native[0] + sum(pads[0]), native[1] + sum(pads[1]))
         probs, maps = [], []
         with torch.inference_mode():
             for start in range(0, len(slices), self.batch_size):
                 chunk = slices[start:start + self.batch_size]
+                if padded != tuple(native):
+                    chunk = np.pad(chunk, ((0, 0), (0, 0), pads[0], pads[1]))
                 dummy = np.zeros((len(chunk), *chunk.shape[2:]), np.uint8)
                 chunk, _ = resize_slices(chunk, dummy, self.input_size)
                 x = normalise_batch(chunk, self.normalisation).to(self.device)
                 logits, heatmap = self.model.forward_with_heatmap(x)
                 heatmap = heatmap.float()
-                if tuple(heatmap.shape[-2:]) != tuple(native):
-                    heatmap = F.interpolate(heatmap, size=native, mode="bilinear",
+                if tuple(heatmap.shape[-2:]) != padded:
+                    heatmap = F.interpolate(heatmap, size=padded, mode="bilinear",
                                             align_corners=False)
+                heatmap = heatmap[..., pads[0][0]:pads[0][0] + native[0],
+                                  pads[1][0]:pads[1][0] + native[1]]
                 probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
                 maps.append(heatmap.cpu().numpy())
         return np.concatenate(probs), np.concatenate(maps)
+
+
+def square_fov(native: tuple[int, int], spacing: tuple[float, float]
+               ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Zero-padding ``((before_x, after_x), (before_y, after_y))`` that makes a slice of
+    ``native`` voxels of size ``spacing`` mm cover a square field of view (none for a square
+    slice of square voxels, e.g. BraTS's 240 x 240 at 1 mm)."""
+    ext = [n * float(d) for n, d in zip(native, spacing)]
+    side = max(ext)
+    pads = []
+    for n, d, e in zip(native, spacing, ext):
+        extra = int(round((side - e) / float(d))) if e < side * (1 - 1e-3) else 0
+        pads.append((extra // 2, extra - extra // 2))
+    return tuple(pads[0]), tuple(pads[1])
 
 
 def mask_rule_for(checkpoint: Path, name: str, offset: float | None, cleanup: bool,
@@ -364,6 +401,7 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
     image, ref = load_input(item)
     image, back = to_training_orientation(image, ref.affine)
     n_contrasts, nx, ny, nz = image.shape
+    spacing = reoriented_zooms(ref, back)
     in_channels = getattr(pred.model, "in_channels", n_contrasts)
     if n_contrasts != in_channels:
         raise DataError(item.paths[0], f"{n_contrasts} contrast(s), but the model takes "
@@ -382,7 +420,8 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
     step = max(pred.batch_size, 1)
     for start in range(0, len(keep), step):
         ks = keep[start:start + step]
-        probs, maps = pred.predict(np.moveaxis(image[..., ks], -1, 0), (nx, ny))
+        probs, maps = pred.predict(np.moveaxis(image[..., ks], -1, 0), (nx, ny),
+                                   spacing[:2])
         for k, p, m in zip(ks, probs, maps):
             c = int(np.argmax(p))
             heat[:, :, k, :] = np.moveaxis(m, 0, -1)
@@ -422,6 +461,7 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
         "mask_rule_source": pred.rule_source,
         "input_size": pred.input_size, "native_size": [int(nx), int(ny)],
         "input_orientation": "".join(nib.aff2axcodes(ref.affine)),
+        "fov_padding_voxels": [list(p) for p in square_fov((nx, ny), spacing[:2])],
         "slice_axis": f"axial slices of the volume reoriented to "
                       f"{''.join(TRAINING_AXCODES)} (the training data's voxel axes); "
                       f"slice_index counts from inferior",

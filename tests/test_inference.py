@@ -256,3 +256,34 @@ def test_segment_is_independent_of_the_input_orientation(phantom, checkpoint, tm
     assert np.asanyarray(ref.dataobj).any()  # a non-trivial mask was compared
     summary = json.loads((tmp_path / "out_other" / "patient" / "patient_summary.json").read_text())
     assert summary["input_orientation"] == "".join(axcodes)
+
+
+def test_square_fov_padding():
+    from gpcore.segment import square_fov
+
+    assert square_fov((240, 240), (1.0, 1.0)) == ((0, 0), (0, 0))
+    assert square_fov((120, 240), (2.0, 1.0)) == ((0, 0), (0, 0))  # square FOV, 2:1 voxels
+    assert square_fov((240, 200), (1.0, 1.0)) == ((0, 0), (20, 20))
+    assert square_fov((100, 240), (1.2, 1.0)) == ((50, 50), (0, 0))  # 120 mm -> 240 mm
+
+
+def test_segment_pads_a_non_square_field_of_view(phantom, checkpoint, tmp_path):
+    """A volume cropped to 240 x 200 (background rows removed) is padded back to a square
+    field of view before resizing: its mask is the full volume's, cropped (issue 15: other
+    matrix sizes), where a plain resize would have stretched the brain by 20 %."""
+    sid = "BraTS20_Training_001"
+    full = tmp_path / "full" / "patient.nii.gz"
+    full.parent.mkdir()
+    data = _stack_4d(phantom, sid, full, z=slice(70, 74))
+    assert not data[:, :20].any() and not data[:, 220:].any()  # background rows only
+    img = nib.load(full)
+    crop = tmp_path / "crop" / "patient.nii.gz"
+    crop.parent.mkdir()
+    nib.save(img.slicer[:, 20:220], crop)
+    kw = dict(offset=0.3, progress=False)
+    segment(checkpoint, full, tmp_path / "out_full", **kw)
+    segment(checkpoint, crop, tmp_path / "out_crop", **kw)
+    ref = np.asanyarray(nib.load(tmp_path / "out_full/patient/patient_mask.nii.gz").dataobj)
+    got = nib.load(tmp_path / "out_crop/patient/patient_mask.nii.gz")
+    assert got.shape == (240, 200, 4) and np.allclose(got.affine, nib.load(crop).affine)
+    assert ref.any() and np.array_equal(np.asanyarray(got.dataobj), ref[:, 20:220])
