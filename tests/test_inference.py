@@ -287,3 +287,17 @@ def test_segment_pads_a_non_square_field_of_view(phantom, checkpoint, tmp_path):
     got = nib.load(tmp_path / "out_crop/patient/patient_mask.nii.gz")
     assert got.shape == (240, 200, 4) and np.allclose(got.affine, nib.load(crop).affine)
     assert ref.any() and np.array_equal(np.asanyarray(got.dataobj), ref[:, 20:220])
+
+
+def test_segment_rejects_non_finite_voxels_by_name(phantom, checkpoint, tmp_path):
+    """A user volume with NaN voxels is refused with the file's name and the fix; nothing is
+    written for it."""
+    sid = "BraTS20_Training_001"
+    src = tmp_path / "in" / "nan_patient.nii.gz"
+    src.parent.mkdir()
+    data = _stack_4d(phantom, sid, src, z=slice(70, 72)).astype(np.float32)
+    data[100, 100, 0, 2] = np.nan
+    nib.save(nib.Nifti1Image(data, nib.load(src).affine), src)
+    with pytest.raises(DataError, match=r"nan_patient\.nii\.gz: 1 NaN/Inf voxels; replace"):
+        segment(checkpoint, src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "nan_patient").exists()

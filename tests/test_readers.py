@@ -222,9 +222,27 @@ def _bad_grade(data):
     return "name_mapping.csv", "Grade 'GBM'"
 
 
+def _two_d(data):
+    """A 2D NIfTI where the 3D contrast volume belongs (issue 15)."""
+    _nii(_file(data, 2, "t1"), np.ones((12, 10)))
+    return "BraTS20_Training_002_t1.nii.gz", "expected a 3D volume, got shape (12, 10)"
+
+
+def _empty_file(data):
+    """A zero-byte file (an interrupted copy)."""
+    _file(data, 2, "flair").write_bytes(b"")
+    return "BraTS20_Training_002_flair.nii.gz", "truncated or corrupt"
+
+
+def _not_an_image(data):
+    """Some other file under the contrast's name."""
+    _file(data, 2, "t2").write_bytes(b"subject,grade\nBraTS20_Training_002,HGG\n" * 20)
+    return "BraTS20_Training_002_t2.nii.gz", "truncated or corrupt"
+
+
 AT_DISCOVERY = [_missing_contrast, _not_in_mapping, _bad_grade]
 AT_LOAD = [_truncate, _truncate_data, _shape, _seg_shape, _affine, _label3, _non_integral_seg,
-           _nan, _all_zero]
+           _nan, _all_zero, _two_d, _empty_file, _not_an_image]
 
 
 @pytest.mark.parametrize("damage", AT_DISCOVERY + AT_LOAD, ids=lambda f: f.__name__.strip("_"))
