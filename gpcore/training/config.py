@@ -74,7 +74,10 @@ def _check(cfg: dict, defaults: dict, profile: str, model: str, overrides: dict)
     path = CONFIGS / "profiles" / f"{profile}.yaml" if "." not in str(profile) else profile
     where = f"{path}" + (" (or the KEY=VALUE overrides)" if overrides else "")
     check_keys(cfg["train"], known, f"{where}: train")
-    params = inspect.signature(model_class(model).__init__).parameters
+    try:
+        params = inspect.signature(model_class(model).__init__).parameters
+    except KeyError:  # an unknown model is reported where it is built, naming the run
+        return
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         check_keys(set(cfg["model"]) - {"name"}, set(params) - {"self"},
                    f"{where}: models.{model}")
