@@ -5,6 +5,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fake_data import fake_subject
 from gpcore.data import DataError
@@ -28,6 +29,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "gp_unet.safetensors"
+    torch.manual_seed(0)  # untrained weights: the same masks whatever ran before
     save_model(create_model("gp_unet", wf=2), path,
                extra={"input_size": SIZE, "normalisation": "max", "classes": list(BRATS_CLASSES),
                       "channels": list(BRATS_CONTRASTS)})
