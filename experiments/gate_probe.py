@@ -46,10 +46,11 @@ def _load(run: Path):
     return store, data, prior / prior.sum()
 
 
-def gate_rows(run: Path, model: str, fold: int) -> list[dict]:
+def gate_rows(loaded, model: str, fold: int) -> list[dict]:
+    """``loaded``: :func:`_load`'s ``(store, data, prior)`` of the run."""
     from gpcore.evaluation.segmentation import evaluate_with_validation_offset
 
-    store, data, _ = _load(run)
+    store, data, _ = loaded
     keys = ("heatmaps", "probabilities", "masks", "labels", "patient_ids", "brain")
     rows = []
     for gate in ("argmax", "detection"):
@@ -77,10 +78,10 @@ def gate_rows(run: Path, model: str, fold: int) -> list[dict]:
     return rows
 
 
-def prior_rows(run: Path, model: str, fold: int) -> list[dict]:
+def prior_rows(run: Path, loaded, model: str, fold: int) -> list[dict]:
     from sklearn.metrics import f1_score
 
-    _, data, prior = _load(run)
+    _, data, prior = loaded
     rows = []
     for part in ("val", "test"):
         logits = np.load(run / "predictions" / part / "logits.npy").astype(np.float64)
@@ -111,8 +112,9 @@ def main(argv=None) -> int:
             if not (run / "best.safetensors").is_file():
                 continue
             print(f"[gate_probe] {run}", flush=True)
-            gates += gate_rows(run, model, fold)
-            priors += prior_rows(run, model, fold)
+            loaded = _load(run)  # predictions and brain masks, read once for both probes
+            gates += gate_rows(loaded, model, fold)
+            priors += prior_rows(run, loaded, model, fold)
     gates, priors = pd.DataFrame(gates), pd.DataFrame(priors)
     write_table(gates, Path(args.out + "_gate"))
     write_table(priors, Path(args.out + "_prior"))

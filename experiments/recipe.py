@@ -59,6 +59,8 @@ TOPK = ["model.pool=heatmap", "model.heatmap_pool=topk"]
 #: Healthy as the background of multiple-instance learning: its logit is a learned constant,
 #: so only tumour maps are pooled (gpcore.models.base, ``background_class``)
 BG = ["model.background_class=0"]
+#: per-contrast division by the brain median (gpcore.data.normalise): no slice-wide lesion cue
+MEDIAN = ["train.normalisation=median"]
 #: every 4th training slice: a cohort twice the size at the same training cost
 STEP4 = ["train.train_slice_step=4"]
 VARIANTS = {
@@ -75,14 +77,13 @@ VARIANTS = {
     "unweighted_chscale_topk": lambda m: UNWEIGHTED + CHSCALE + TOPK,
     "unweighted_chscale_bn": lambda m: UNWEIGHTED + CHSCALE + BN[m],
     "unweighted_chscale_zscore": lambda m: UNWEIGHTED + CHSCALE + ZSCORE,
-    "unweighted_chscale_median": lambda m: UNWEIGHTED + CHSCALE + ["train.normalisation=median"],
+    "unweighted_chscale_median": lambda m: UNWEIGHTED + CHSCALE + MEDIAN,
     "unweighted_chscale_step4_zscore": lambda m: UNWEIGHTED + CHSCALE + STEP4 + ZSCORE,
     #: the round-3 profile on the fp32 path (no bf16 autocast, no channels-last): do the
     #: conclusions hold on both numeric paths?
-    "unweighted_chscale_median_fp32": lambda m: UNWEIGHTED + CHSCALE
-    + ["train.normalisation=median", "train.fast.bf16=false", "train.fast.channels_last=false"],
-    "unweighted_chscale_step4_median": lambda m: UNWEIGHTED + CHSCALE + STEP4
-    + ["train.normalisation=median"],
+    "unweighted_chscale_median_fp32": lambda m: UNWEIGHTED + CHSCALE + MEDIAN
+    + ["train.fast.bf16=false", "train.fast.channels_last=false"],
+    "unweighted_chscale_step4_median": lambda m: UNWEIGHTED + CHSCALE + STEP4 + MEDIAN,
     "unweighted_chscale_long": lambda m: UNWEIGHTED + CHSCALE + ["train.epochs=60"],
     "unweighted_chscale_step4": lambda m: UNWEIGHTED + CHSCALE + STEP4,
     "chscale_topk": lambda m: CHSCALE + TOPK,

@@ -21,16 +21,13 @@ import numpy as np
 import pandas as pd
 
 
-def dice_3d(pred: np.ndarray, gt: np.ndarray) -> float:
-    denom = int(pred.sum()) + int(gt.sum())
-    return float(2 * np.count_nonzero(pred & gt) / denom) if denom else float("nan")
-
-
-def check(run: Path, out_dir: Path | None = None) -> pd.DataFrame:
+def check(run: Path) -> pd.DataFrame:
+    """Per test patient of ``run``: ``evaluate``'s 3D Dice beside the segmented NIfTI's."""
     import nibabel as nib
     import yaml
 
     from gpcore.data.splits import load_split
+    from gpcore.evaluation.segmentation import dice_iou
     from gpcore.data.store import SliceStore
     from gpcore.segment import segment
 
@@ -56,14 +53,10 @@ def check(run: Path, out_dir: Path | None = None) -> pd.DataFrame:
             gt = np.asanyarray(nib.load(root / pid / f"{pid}_seg.nii.gz").dataobj) > 0
             table.append({"patient_id": pid,
                           "evaluate_dice_3d (64 px)": float(evaluated.loc[pid, "dice_3d"]),
-                          "segment_dice_3d (240 px NIfTI)": dice_3d(mask, gt)})
+                          "segment_dice_3d (240 px NIfTI)": dice_iou(mask, gt)[0]})
     table = pd.DataFrame(table)
     table["difference"] = (table["segment_dice_3d (240 px NIfTI)"]
                            - table["evaluate_dice_3d (64 px)"])
-    if out_dir is not None:
-        from gpcore.io import write_table
-
-        write_table(table.assign(run=str(run)), out_dir)
     return table
 
 

@@ -49,11 +49,15 @@ def check_profile(profile: dict, path) -> dict:
     return profile
 
 
+def profile_path(name_or_path: str) -> Path:
+    """``configs/profiles/<name>.yaml`` for a profile name, else the path itself."""
+    path = Path(name_or_path)
+    return CONFIGS / "profiles" / f"{name_or_path}.yaml" if not path.suffix else path
+
+
 def load_profile(name_or_path: str) -> dict:
     """A profile YAML (``configs/profiles/<name>.yaml`` or a path), its keys checked."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = CONFIGS / "profiles" / f"{name_or_path}.yaml"
+    path = profile_path(name_or_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such profile; choose one of "
                                 f"{sorted(p.stem for p in (CONFIGS / 'profiles').glob('*.yaml'))}")

@@ -11,11 +11,11 @@
 Per subject: the volume is reoriented (flips / axis permutations only) to the voxel axes of
 the training data (BraTS's LPS, :data:`TRAINING_AXCODES`), so a RAS or sagittal-first volume
 is sliced like the training volumes; the outputs go back to the input's own voxel order,
-affine and header. A slice whose field of view is not square (another matrix shape, or
-anisotropic in-plane voxels) is zero-padded to a square field of view before it is resized
-to the model's input, and its heatmap cropped back (:func:`square_fov`). Axial slices ``vol[..., k]`` of the reoriented volume; slices with
-no positive voxel in any contrast are skipped (heatmap 0, mask 0); the others are resized to the
-model's training size, max-normalised and classified in batches; the heatmaps are resized back
+affine and header. Axial slices ``vol[..., k]`` of the reoriented volume; slices with no
+positive voxel in any contrast are skipped (heatmap 0, mask 0). A slice whose field of view
+is not square (another matrix shape, or anisotropic in-plane voxels) is zero-padded to a
+square field of view (:func:`square_fov`); the slices are resized to the model's training
+size, normalised as in training (the checkpoint's recorded mode) and classified in batches; the heatmaps are resized back
 to the native slice size (bilinear) and thresholded with the run's mask rule (map rule, brain
 restriction, offset, clean-up as chosen on validation by ``gpcore evaluate`` when the checkpoint
 is in an evaluated run folder; else the published rule and offset; :func:`mask_rule_for`;

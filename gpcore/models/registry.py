@@ -37,12 +37,15 @@ def model_class(name: str) -> type[nn.Module]:
             from None
 
 
+def model_options(name: str) -> list[str]:
+    """The constructor options of a registered model, in signature order."""
+    return [p for p in inspect.signature(model_class(name).__init__).parameters if p != "self"]
+
+
 def build_model(name: str, **cfg) -> nn.Module:
     """Instantiate a registered model; unknown keyword arguments raise a readable error."""
-    cls = model_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    unknown = sorted(set(cfg) - set(params))
+    accepted = model_options(name)
+    unknown = sorted(set(cfg) - set(accepted))
     if unknown:
-        accepted = [p for p in params if p != "self"]
         raise TypeError(f"{name}: unknown option(s) {unknown}; accepted: {accepted}")
-    return cls(**cfg)
+    return model_class(name)(**cfg)

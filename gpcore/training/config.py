@@ -8,7 +8,7 @@ import copy
 
 import yaml
 
-from ..config import CONFIGS, load_profile
+from ..config import CONFIGS, load_profile, profile_path
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -47,7 +47,8 @@ def resolve_config(profile: str = "quick", model: str = "gp_unet",
     """
     defaults = yaml.safe_load((CONFIGS / "train.yaml").read_text())
     prof = load_profile(profile)
-    per_model = (defaults.pop("model_train", None) or {}).get(model, {})
+    model_train = defaults.pop("model_train", None) or {}
+    per_model = model_train.get(model, {})
     prof_per_model = (prof.get("model_train") or {}).get(model, {})
     cfg = _merge(defaults, {"train": per_model})
     cfg = _merge(cfg, {"train": prof.get("train", {}), "profile": prof.get("name", profile)})
@@ -56,28 +57,24 @@ def resolve_config(profile: str = "quick", model: str = "gp_unet",
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     cfg = _merge(cfg, extra)
     cfg["model"]["name"] = model  # the model is chosen by argument, not by override
-    _check(cfg, defaults, profile, model, extra)
+    _check(cfg, defaults["train"], model_train, profile, model, extra)
     return cfg
 
 
-def _check(cfg: dict, defaults: dict, profile: str, model: str, overrides: dict) -> None:
-    """Unknown ``train`` keys and model options raise, naming where they came from."""
-    import inspect
-
+def _check(cfg: dict, train: dict, model_train: dict, profile: str, model: str,
+           overrides: dict) -> None:
+    """Unknown ``train`` keys and model options raise, naming where they came from
+    (``train`` / ``model_train``: ``configs/train.yaml``'s sections, the known keys)."""
     from ..config import check_keys
-    from ..models.registry import model_class
+    from ..models.registry import model_options
 
-    known = set(defaults["train"])
-    for per_model in (yaml.safe_load((CONFIGS / "train.yaml").read_text())
-                      .get("model_train") or {}).values():
+    known = set(train)
+    for per_model in model_train.values():
         known |= set(per_model or {})  # e.g. MProtoNet's ``mprotonet:`` loss coefficients
-    path = CONFIGS / "profiles" / f"{profile}.yaml" if "." not in str(profile) else profile
-    where = f"{path}" + (" (or the KEY=VALUE overrides)" if overrides else "")
+    where = f"{profile_path(profile)}" + (" (or the KEY=VALUE overrides)" if overrides else "")
     check_keys(cfg["train"], known, f"{where}: train")
     try:
-        params = inspect.signature(model_class(model).__init__).parameters
+        accepted = model_options(model)
     except KeyError:  # an unknown model is reported where it is built, naming the run
         return
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        check_keys(set(cfg["model"]) - {"name"}, set(params) - {"self"},
-                   f"{where}: models.{model}")
+    check_keys(set(cfg["model"]) - {"name"}, accepted, f"{where}: models.{model}")
