@@ -33,7 +33,8 @@ LSE = ["model.pool=heatmap", "model.heatmap_pool=lse"]  # lse_r 5 unless given
 #: mostly top / bottom of the brain, tumour slices the middle - a shortcut)
 LEVEL = ["train.min_brain_fraction=0.6"]
 #: normalisation layers where the published model has none (GP-UNet: batch_norm=False)
-BN = {"gp_unet": ["model.batch_norm=true"], "gp_shuffle_unet": [], "gp_recon_resnet": []}
+BN = {"gp_unet": ["model.batch_norm=true"], "gp_shuffle_unet": [],
+      "gp_recon_resnet": ["model.norm=batch"]}
 #: the faithful head with max pooling: each logit is the peak of its own class map
 HMAX = ["model.pool=heatmap", "model.heatmap_pool=max"]
 NO_DROP = {"gp_unet": ["model.dropout=0.0"], "gp_shuffle_unet": ["model.dropout=0.0"],
@@ -83,6 +84,10 @@ VARIANTS = {
     #: conclusions hold on both numeric paths?
     "unweighted_chscale_median_fp32": lambda m: UNWEIGHTED + CHSCALE + MEDIAN
     + ["train.fast.bf16=false", "train.fast.channels_last=false"],
+    #: GP-ReconResNet (round 4): InstanceNorm without affine parameters right before the GP
+    #: head gives every feature map zero mean and unit variance per slice, so the pooled
+    #: logits can only read the shape of each map's histogram; batch norm keeps the level
+    "unweighted_chscale_bn_median": lambda m: UNWEIGHTED + CHSCALE + BN[m] + MEDIAN,
     "unweighted_chscale_step4_median": lambda m: UNWEIGHTED + CHSCALE + STEP4 + MEDIAN,
     "unweighted_chscale_long": lambda m: UNWEIGHTED + CHSCALE + ["train.epochs=60"],
     "unweighted_chscale_step4": lambda m: UNWEIGHTED + CHSCALE + STEP4,
