@@ -26,8 +26,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .data.errors import DataError
     from .models.checkpoints import CheckpointError
 
-    return (DataError, CheckpointError, ConfigError, FileNotFoundError, NotADirectoryError,
-            IsADirectoryError, PermissionError, ValueError)
+    return (DataError, CheckpointError, ConfigError, FileNotFoundError, FileExistsError,
+            NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
 
 
 def message(err: BaseException) -> str:

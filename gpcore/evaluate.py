@@ -177,7 +177,15 @@ class _Rows:
 def add_cli(sub) -> None:
     p = sub.add_parser("evaluate", help="classification and segmentation metrics, tables and "
                                         "figures for a training run")
-    p.add_argument("run_dir", nargs="+", help="training run folder(s)")
+    p.add_argument("run_dir", nargs="*", help="training run folder(s)")
+    p.add_argument("--checkpoint", help="instead of a run folder: a released model "
+                   "(hf://owner/name[@revision]) or a checkpoint file, scored on --fold of "
+                   "--split over --store; its run folder is written to --out "
+                   "(gpcore.external)")
+    p.add_argument("--store", help="with --checkpoint: slice store folder")
+    p.add_argument("--split", help="with --checkpoint: split CSV of the store's patients")
+    p.add_argument("--fold", type=int, default=0, help="with --checkpoint: outer fold (0)")
+    p.add_argument("--out", help="with --checkpoint: the run folder to write")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--resamples", type=int, default=10000, help="patient bootstrap resamples")
@@ -190,6 +198,17 @@ def add_cli(sub) -> None:
 
 
 def _evaluate_cli(args) -> int:
+    if args.checkpoint:
+        missing = [f"--{k}" for k in ("store", "split", "out") if not getattr(args, k)]
+        if missing or args.run_dir:
+            raise ValueError("--checkpoint needs --store, --split and --out (and no run folder)"
+                             + (f"; missing {', '.join(missing)}" if missing else ""))
+        from .external import adopt_checkpoint
+
+        args.run_dir = [adopt_checkpoint(args.checkpoint, args.store, args.split, args.fold,
+                                         args.out)]
+    elif not args.run_dir:
+        raise ValueError("give run folder(s), or --checkpoint with --store, --split and --out")
     for run in args.run_dir:
         print(evaluate(run, args.device, args.batch_size, args.resamples, args.workers,
                        channel=args.channel))

@@ -39,6 +39,9 @@ CASES = {
     "segment": (["segment", "--checkpoint", "{bad}", "--input", "{tmp}", "--out",
                  "{tmp}/seg"], "broken.safetensors"),
     "evaluate": (["evaluate", "{run}"], "not a finished training run"),
+    "evaluate --checkpoint": (["evaluate", "--checkpoint", "{bad}", "--store", "{tmp}/nostore",
+                               "--split", "{tmp}/split.csv", "--out", "{tmp}/pred"],
+                              "{tmp}/nostore"),
     "compare": (["compare", "{run}", "--out", "{tmp}/cmp"], "{run}"),
 }
 
@@ -67,7 +70,7 @@ def test_each_command_rejects_bad_input_in_one_line(command, tmp_path, capsys, m
     assert err.value.code == EXIT_BAD_INPUT
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f"gpcore {command}: error: ")
+    assert lines[0].startswith(f"gpcore {command.split()[0]}: error: ")
     assert expected.replace("{tmp}", str(tmp_path)).replace("{run}", str(tmp_path / "run")) \
         in lines[0]
     # nothing half-written: no output folder appears for a rejected command

@@ -15,8 +15,10 @@ from urllib.parse import unquote, urlsplit
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import save as save_safetensors
 
 from fake_data import fake_subject
@@ -312,3 +314,63 @@ def test_segment_uses_the_published_rule_for_hub_models(hub, tmp_path):
         for k, c in enumerate(BRATS_CONTRASTS):
             nib.save(nib.Nifti1Image(volume[..., k], np.eye(4)), subject / f"P1_{c}.nii.gz")
         segment(f"hf://{RECON_T1CE}", tmp_path / "subjects", tmp_path / "out2", progress=False)
+
+
+def test_evaluate_scores_a_hub_model_as_a_run_for_the_explorer_and_segment(hub, tmp_path):
+    """``gpcore evaluate --checkpoint hf://...``: a released model gets a run folder that the
+    run-level tools read like a trained run's (rule chosen on the fold's validation patients,
+    the published offset beside it)."""
+    from gpcore.cli import main
+    from gpcore.explorer import build_explorer, find_evaluated_runs
+    from gpcore.external import adopt_checkpoint
+
+    fake, models, env = hub
+    ids = [fake_subject(i, "HGG" if i % 2 else "LGG") for i in range(1, 5)]
+    store = build_store(ids, tmp_path / "store", source={"kind": "fake"},
+                        channels=BRATS_CONTRASTS, size=240, workers=1, progress=False)
+    split = tmp_path / "split.csv"
+    parts = ("train", "val", "val", "test")
+    split.write_text("fold,patient_id,stratum,part\n" + "".join(
+        f"0,{s.subject_id},{s.grade},{p}\n" for s, p in zip(ids, parts)))
+    out = tmp_path / "runs" / "GPUNet" / "fold0"
+    args = ["evaluate", "--checkpoint", f"hf://{UNET}", "--store", str(store.path),
+            "--split", str(split), "--out", str(out), "--resamples", "50", "--workers", "1"]
+    assert main(args) == 0
+    record = yaml.safe_load((out / "config.yaml").read_text())
+    assert record["external"] and record["checkpoint"]["source"] == f"hf://{UNET}@{NEW}"
+    assert record["config"]["model"]["name"] == "gp_unet" and record["classes"] == list(
+        BRATS_CLASSES)
+    choice = json.loads((out / "evaluation" / "offset_choice.json").read_text())
+    assert choice["chosen_on"] == "validation patients"
+    assert choice["published_offset"] == PUBLISHED_OFFSETS["gp_unet"]
+    summary = pd.read_csv(out / "evaluation" / "segmentation_summary.csv")
+    assert set(summary["setting"]) == {"validation-chosen", "published"}
+    rows = pd.read_csv(out / "predictions" / "test" / "index.csv")["row"].to_numpy()
+    with torch.no_grad():  # the Hub weights, max-normalised as published
+        x = torch.from_numpy(np.asarray(store.images[rows], np.float32))
+        expected = models["new"](x / x.amax(dim=(1, 2, 3), keepdim=True))
+    torch.testing.assert_close(torch.from_numpy(np.load(out / "predictions/test/logits.npy")),
+                               expected, rtol=1e-4, atol=1e-5)
+
+    ui = build_explorer(find_evaluated_runs(tmp_path / "runs"), dpi=30)  # the explorer reads it
+    assert ui.state.models == ["GPUNet"]
+    assert ui.widgets["offset"].value == pytest.approx(choice["offset"])
+    assert np.isfinite(ui.state.cohort_median_dice())
+
+    volume = np.zeros((40, 36, 3, 4), np.float32)  # segment takes the run's own choice
+    volume[4:36, 4:32] = np.random.default_rng(0).uniform(1, 100, size=(32, 28, 3, 4))
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "patient.nii.gz")
+    segment(out / "best.safetensors", tmp_path / "patient.nii.gz", tmp_path / "seg",
+            progress=False)
+    seg = json.loads((tmp_path / "seg" / "patient" / "patient_summary.json").read_text())
+    assert seg["mask_rule_source"].startswith("validation-chosen")
+    assert seg["offset"] == choice["offset"]
+    assert seg["input_size"] == 240 and seg["classes"] == list(BRATS_CLASSES)
+
+    assert main(args) == 0  # the same checkpoint, store and fold: reused
+    with pytest.raises(FileExistsError, match="holds another run"):  # another revision
+        adopt_checkpoint(f"hf://{UNET}@v1.0", store, split, 0, out)
+    bad = tmp_path / "runs" / "recon" / "fold0"  # a T1CE model on a 4-contrast store
+    with pytest.raises(ValueError, match="takes 1"):
+        adopt_checkpoint(f"hf://{RECON_T1CE}", store, split, 0, bad)
+    assert not bad.exists()  # nothing written before the checks
