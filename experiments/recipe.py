@@ -149,7 +149,7 @@ def jobs(base: Path, variants, models, runs, suffix: str = "") -> list[dict]:
 
 
 def train_grid(store: Path, split: Path, base: Path, profile: str, todo: list[dict],
-               parallel: int = 2, threads: int | None = None) -> None:
+               parallel: int = 2, threads: int | None = None, study: str | None = None) -> None:
     """Train the unfinished runs of ``todo``, ``parallel`` at a time, ``threads`` torch
     threads each (default: the cores shared out; pass 1 when two grids run side by side)."""
     import multiprocessing
@@ -164,7 +164,7 @@ def train_grid(store: Path, split: Path, base: Path, profile: str, todo: list[di
     with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads,)) as pool:
         futures = {pool.submit(_train_job, store, split, j["run"], j["model"], j["fold"],
-                               profile, j["overrides"], False): j for j in todo}
+                               profile, j["overrides"], False, study): j for j in todo}
         for done in as_completed(futures):
             j = futures[done]
             try:
@@ -360,14 +360,16 @@ def main(argv=None) -> int:
                                          phantom_subjects=args.cohort, workers=1)
             store, suffix = Path(store.path), f"#n{args.cohort}"
         else:
-            store, split = study_data(ROOT / "data" / args.study / args.profile, args.profile)
+            store, split = study_data(ROOT / "data" / args.study / args.profile, args.profile,
+                                      args.study)
         if args.store:
             store = Path(args.store)
             suffix += f"@{store.name.split('_')[-1]}"
         todo = jobs(base, variants, args.models.split(","), parse_runs(args.runs),
                     suffix=suffix)
         start = time.time()
-        train_grid(store, split, base, args.profile, todo, args.parallel, args.threads)
+        train_grid(store, split, base, args.profile, todo, args.parallel, args.threads,
+                   args.study)
         print(f"[recipe] done in {time.time() - start:.0f} s")
     else:
         study = ROOT / "runs" / args.study / args.profile if args.with_study else None

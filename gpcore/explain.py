@@ -64,10 +64,11 @@ class ExplainConfig:
         return torch.bfloat16 if bf16 else None
 
     @classmethod
-    def from_profile(cls, profile: str | None, **overrides) -> "ExplainConfig":
+    def from_profile(cls, profile: str | None, study: str | None = None,
+                     **overrides) -> "ExplainConfig":
         from .config import load_profile
 
-        values = dict(load_profile(profile).get("explain") or {}) if profile else {}
+        values = dict(load_profile(profile, study).get("explain") or {}) if profile else {}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -21,13 +21,14 @@ import yaml
 STUDY_MODELS = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet", "mprotonet", "cnn_gradcam")
 
 
-def study_plan(profile: str, folds: str | list[int] | None = None) -> dict:
+def study_plan(profile: str, folds: str | list[int] | None = None,
+               study: str | None = None) -> dict:
     """``{"models": [...], "folds": [...]}`` of a profile (section ``study:``); default: all
     models, fold 0 only for smoke/quick, every fold for paper. ``folds`` overrides the
     profile's: ``"all"``, ``"0,2"`` or a list (``./run_all.sh --folds``)."""
     from .config import load_profile
 
-    prof = load_profile(profile)
+    prof = load_profile(profile, study)
     plan = dict(prof.get("study") or {})
     n = int((prof.get("data") or {}).get("folds", 5))
     if folds is not None:
@@ -69,7 +70,8 @@ def _finished(run: Path) -> bool:
 
 def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path, profile: str,
                  models: list[str], folds: list[int], overrides: list[str] | None = None,
-                 progress: bool = True, parallel: int | None = None) -> dict[tuple[str, int], Path]:
+                 progress: bool = True, parallel: int | None = None,
+                 study: str | None = None) -> dict[tuple[str, int], Path]:
     """Train every (model, fold) not yet finished; an interrupted run resumes from last.pt, a
     run of another configuration is set aside (:func:`set_aside_if_stale`) and retrained.
 
@@ -86,7 +88,7 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
     runs, todo = {}, []
     for model in models:
         for fold in folds:
-            cfg = resolve_config(profile, model, overrides)
+            cfg = resolve_config(profile, model, overrides, study)
             run = run_path(runs_dir, model, fold)
             set_aside_if_stale(run, cfg, store_dir, split)
             if not _finished(run):
@@ -97,7 +99,8 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
         parallel = 2 if cpu_only and (os.cpu_count() or 1) >= 2 else 1
     parallel = max(1, min(int(parallel), len(todo)))
     jobs = [dict(store_dir=store_dir, split=split, run=run, model=model, fold=fold,
-                 profile=profile, overrides=overrides) for model, fold, run, _ in todo]
+                 profile=profile, overrides=overrides, study=study)
+            for model, fold, run, _ in todo]
     if parallel == 1:
         for job in jobs:
             _train_job(**job, progress=progress)
@@ -126,14 +129,15 @@ def _init_worker(threads: int) -> None:
 
 
 def _train_job(store_dir, split, run: Path, model: str, fold: int, profile: str, overrides,
-               progress: bool) -> float:
+               progress: bool, study: str | None = None) -> float:
     """One training run (resumed when it has a last.pt); returns its wall seconds."""
     from .training import train
 
     start = time.perf_counter()
     try:
         train(store_dir, split, run, model=model, fold=fold, profile=profile,
-              overrides=overrides, resume=(run / "last.pt").is_file(), progress=progress)
+              overrides=overrides, resume=(run / "last.pt").is_file(), progress=progress,
+              study=study)
     except Exception as err:
         raise RuntimeError(f"training {model} fold {fold} into {run} failed: {err}") from err
     return time.perf_counter() - start
@@ -262,11 +266,12 @@ def publish_figures(runs: dict, name: str, figures_dir: str | Path, folder: str 
     return out
 
 
-def study_data(work_dir: str | Path, profile: str) -> tuple[Path, Path]:
+def study_data(work_dir: str | Path, profile: str, study: str | None = None
+               ) -> tuple[Path, Path]:
     """The slice store and split written by the data stage (``prepare_study``)."""
     from .config import load_profile
 
-    size = (load_profile(profile).get("data") or {}).get("slice_size")
+    size = (load_profile(profile, study).get("data") or {}).get("slice_size")
     store, split = Path(work_dir) / f"store_{size or 'native'}", Path(work_dir) / "split.csv"
     if not (store / "store.json").is_file() or not split.is_file():
         raise FileNotFoundError(f"{store} or {split} is missing; run the data stage first "

@@ -115,7 +115,7 @@ def run_study(study: str = "phantom", profile: str = "quick", data: str | None =
         from .config import load_profile
         from .pipeline import parse_folds
 
-        n_folds = int((load_profile(profile).get("data") or {}).get("folds", 5))
+        n_folds = int((load_profile(profile, study).get("data") or {}).get("folds", 5))
         try:
             folds = ",".join(map(str, parse_folds(folds, n_folds)))
         except ValueError as err:

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="gp_unet", choices=list_models())
     p.add_argument("--profile", default="quick",
                    help="smoke | quick | paper, or a profile YAML (configs/profiles)")
+    p.add_argument("--study", help="apply the profile's sections for this study "
+                   "(its studies: section, e.g. figshare)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last completed epoch")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     train(args.store, args.split, args.out, model=args.model, fold=args.fold,
           profile=args.profile, overrides=args.overrides, resume=args.resume,
-          progress=not args.no_progress)
+          progress=not args.no_progress, study=args.study)
     return 0
 
 

@@ -43,3 +43,37 @@ def test_cli_lists_models(capsys):
 def test_model_prints():
     text = repr(create_model("gp_unet"))
     assert "GPUNet" in text and "pool=features" in text
+
+
+def test_a_profile_changes_its_sections_for_one_study(tmp_path):
+    """``studies: {figshare: ...}`` applies to that study only: data (resolution, folds) and
+    training; runs record the study only where its sections changed something."""
+    import pytest
+
+    from gpcore.config import load_profile
+    from gpcore.errors import ConfigError
+    from gpcore.pipeline import study_plan
+    from gpcore.training.config import resolve_config
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("name: mine\ndata: {slice_size: 64, folds: 5}\ntrain: {epochs: 30}\n"
+                    "model_train: {gp_unet: {lr: 0.001}}\n"
+                    "studies:\n  figshare:\n    data: {slice_size: 128, folds: 4}\n"
+                    "    model_train: {gp_unet: {epochs: 20}}\n")
+    assert load_profile(str(mine))["data"] == {"slice_size": 64, "folds": 5}
+    assert load_profile(str(mine), "phantom")["data"] == {"slice_size": 64, "folds": 5}
+    assert load_profile(str(mine), "figshare")["data"] == {"slice_size": 128, "folds": 4}
+    assert study_plan(str(mine), "all", "figshare")["folds"] == [0, 1, 2, 3]
+    assert study_plan(str(mine), "all", "phantom")["folds"] == [0, 1, 2, 3, 4]
+    fig = resolve_config(str(mine), "gp_unet", study="figshare")
+    assert fig["train"]["epochs"] == 20 and fig["train"]["lr"] == 0.001  # merged, not replaced
+    assert fig["study"] == "figshare"
+    phantom = resolve_config(str(mine), "gp_unet", study="phantom")
+    assert phantom["train"]["epochs"] == 30 and "study" not in phantom
+    assert phantom == resolve_config(str(mine), "gp_unet")  # other studies' runs stay valid
+    mine.write_text("name: mine\nstudies:\n  figshare:\n    data: {slice_sise: 128}\n")
+    with pytest.raises(ConfigError, match=r"studies: figshare: data: unknown key 'slice_sise'"):
+        load_profile(str(mine))
+    mine.write_text("name: mine\nstudies:\n  figshare:\n    name: other\n")
+    with pytest.raises(ConfigError, match=r"studies: figshare: unknown key 'name'"):
+        load_profile(str(mine))

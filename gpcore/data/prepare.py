@@ -82,7 +82,7 @@ def prepare_study(study: str, profile: str, work_dir: str | os.PathLike,
     (rewritten each time: it is cheap and deterministic). Phantom generation and preprocessing
     are skipped when their outputs exist with the same parameters.
     """
-    cfg = load_profile(profile)["data"]
+    cfg = load_profile(profile, study)["data"]
     work = Path(work_dir)
     if study == "phantom":
         from .phantom import generate_phantom

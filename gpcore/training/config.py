@@ -4,21 +4,10 @@ overrides ``key=value`` (dotted keys, YAML values), resolved once and saved as `
 in the run folder."""
 from __future__ import annotations
 
-import copy
-
 import yaml
 
 from ..config import CONFIGS, load_profile, profile_path
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+from ..config import merge as _merge
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -37,8 +26,9 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def resolve_config(profile: str = "quick", model: str = "gp_unet",
-                   overrides: list[str] | dict | None = None) -> dict:
-    """The training configuration of ``model`` under ``profile``.
+                   overrides: list[str] | dict | None = None, study: str | None = None) -> dict:
+    """The training configuration of ``model`` under ``profile`` (for ``study``: with the
+    profile's ``studies.<study>`` sections, recorded as ``"study"`` when there are any).
 
     ``train``: ``configs/train.yaml``'s ``train`` <- its ``model_train.<model>`` (per-model
     defaults, e.g. MProtoNet's optimiser and objective) <- the profile's ``train`` <- the
@@ -46,12 +36,14 @@ def resolve_config(profile: str = "quick", model: str = "gp_unet",
     ``models.<model>`` constructor options <- overrides.
     """
     defaults = yaml.safe_load((CONFIGS / "train.yaml").read_text())
-    prof = load_profile(profile)
+    prof = load_profile(profile, study)
     model_train = defaults.pop("model_train", None) or {}
     per_model = model_train.get(model, {})
     prof_per_model = (prof.get("model_train") or {}).get(model, {})
     cfg = _merge(defaults, {"train": per_model})
     cfg = _merge(cfg, {"train": prof.get("train", {}), "profile": prof.get("name", profile)})
+    if study and (prof.get("studies") or {}).get(study):  # another study's runs stay valid
+        cfg["study"] = study
     cfg = _merge(cfg, {"train": prof_per_model})
     cfg["model"] = {"name": model, **(prof.get("models", {}) or {}).get(model, {})}
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})

@@ -146,8 +146,9 @@ def evaluate(model, loader, weights, device, amp: bool,
 def train(store: str | os.PathLike, split: str | os.PathLike, out_dir: str | os.PathLike,
           model: str = "gp_unet", fold: int = 0, profile: str = "quick",
           overrides: list[str] | dict | None = None, resume: bool = False,
-          progress: bool = True) -> Path:
-    """Train ``model`` on ``fold`` of ``split`` over ``store``; returns the run folder."""
+          progress: bool = True, study: str | None = None) -> Path:
+    """Train ``model`` on ``fold`` of ``split`` over ``store``; returns the run folder.
+    ``study``: the profile's sections for that study apply (``studies:`` in the profile)."""
     out = Path(out_dir)
     if resume and (out / "config.yaml").is_file():
         cfg = yaml.safe_load((out / "config.yaml").read_text())["config"]
@@ -155,7 +156,7 @@ def train(store: str | os.PathLike, split: str | os.PathLike, out_dir: str | os.
         if (out / "last.pt").is_file():
             raise FileExistsError(f"{out}: holds a run already; pass --resume to continue it or "
                                   f"choose another --out")
-        cfg = resolve_config(profile, model, overrides)
+        cfg = resolve_config(profile, model, overrides, study)
     device = train_device(cfg)
     info = init_distributed(device.type)
     if device.type == "cuda" and info.enabled:
