@@ -88,6 +88,10 @@ VARIANTS = {
     #: head gives every feature map zero mean and unit variance per slice, so the pooled
     #: logits can only read the shape of each map's histogram; batch norm keeps the level
     "unweighted_chscale_bn_median": lambda m: UNWEIGHTED + CHSCALE + BN[m] + MEDIAN,
+    #: GP-UNet at twice the quick width (16 channels at full resolution, as GP-ShuffleUNet's
+    #: 16 features): with 8 it never predicts LGG (0 % of validation slices on every fold)
+    "unweighted_chscale_median_wf4": lambda m: UNWEIGHTED + CHSCALE + MEDIAN
+    + ["model.wf=4"],
     "unweighted_chscale_step4_median": lambda m: UNWEIGHTED + CHSCALE + STEP4 + MEDIAN,
     "unweighted_chscale_long": lambda m: UNWEIGHTED + CHSCALE + ["train.epochs=60"],
     "unweighted_chscale_step4": lambda m: UNWEIGHTED + CHSCALE + STEP4,
