@@ -283,7 +283,8 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
     from gpcore.pipeline import _finished
 
     rows = []
-    found = [r for r in _recipe_runs(base) if variants is None or r[1] in variants]
+    found = [r for r in _recipe_runs(base)
+             if (variants is None or r[1] in variants) and r[2] in models]
     if study_runs is not None:
         found += [r for r in _study_runs(Path(study_runs)) if r[2] in models]
     for run, variant, model, fold, seed in found:
