@@ -32,7 +32,7 @@ def read_items(source: str, path: str | os.PathLike, on_error: str = "stop",
 
         items = discover_figshare_mat(path, on_error=on_error, skipped=skipped)
         options = {"classes": FIGSHARE_CLASSES, "class_codes": {1: 0, 2: 1, 3: 2},
-                   "channels": ("t1ce",)}
+                   "channels": ("t1ce",), "background": "zero"}
     elif source == "manifest":
         from .manifest import read_manifest
 
@@ -41,8 +41,10 @@ def read_items(source: str, path: str | os.PathLike, on_error: str = "stop",
         for item in items:
             names.setdefault(item.label, item.label_name)
         codes = sorted(names)
+        # image files (JPEG / PNG) have a noisy background: zeroed outside the head
         options = {"classes": tuple(names[c] for c in codes),
-                   "class_codes": {c: i for i, c in enumerate(codes)}, "channels": ()}
+                   "class_codes": {c: i for i, c in enumerate(codes)}, "channels": (),
+                   "background": "zero"}
     else:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     return items, skipped, options

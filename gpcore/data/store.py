@@ -123,8 +123,12 @@ def slice_volume(subject: VolumeSubject, size: int | None):
     return _cast(images, _store_dtype(vol.source_dtype)), masks, rows
 
 
-def slice_samples(samples: Sequence[SliceSample], size: int | None, class_codes: dict[int, int]):
-    """One patient's 2D slices: ``images (S, C, H, W)``, ``masks (S, H, W)``, index rows."""
+def slice_samples(samples: Sequence[SliceSample], size: int | None, class_codes: dict[int, int],
+                  background: str = "keep"):
+    """One patient's 2D slices: ``images (S, C, H, W)``, ``masks (S, H, W)``, index rows.
+    ``background="zero"``: pixels outside the head set to 0 (:mod:`gpcore.data.head`)."""
+    from .head import zero_background
+
     images, masks, rows = [], [], []
     eight_bit = True  # 8-bit sources (PNG/JPEG) are stored as uint8, rounded after resizing
     for i, sample in enumerate(samples):
@@ -133,6 +137,8 @@ def slice_samples(samples: Sequence[SliceSample], size: int | None, class_codes:
                           and np.array_equal(image, np.rint(image)))
         if mask is None:
             mask = np.zeros(image.shape[1:], np.uint8)
+        if background == "zero":
+            image = zero_background(image)
         if size is None and images and image.shape != images[0].shape:
             raise DataError(sample.image_path,
                             f"slice size {image.shape[1:]} differs from {images[0].shape[1:]}",
@@ -161,7 +167,7 @@ def _unit_name(unit_id: str) -> str:
 
 def _write_shard(job) -> tuple[str, int, str | None]:
     """Process one unit into ``shards/<unit>/``; returns ``(unit, n_slices, error or None)``."""
-    unit_id, items, shard_root, size, class_codes, on_error = job
+    unit_id, items, shard_root, size, class_codes, on_error, background = job
     final = Path(shard_root) / _unit_name(unit_id)
     if (final / "index.csv").is_file():
         return unit_id, -1, None  # finished in an earlier run
@@ -169,7 +175,7 @@ def _write_shard(job) -> tuple[str, int, str | None]:
         if isinstance(items, VolumeSubject):
             images, masks, rows = slice_volume(items, size)
         else:
-            images, masks, rows = slice_samples(items, size, class_codes)
+            images, masks, rows = slice_samples(items, size, class_codes, background)
     except DataError as err:
         if on_error == "stop":
             raise
@@ -199,7 +205,8 @@ def build_store(items: Sequence[VolumeSubject | SliceSample], out_dir: str | os.
                 source: dict, classes: Sequence[str] = BRATS_CLASSES,
                 class_codes: dict[int, int] | None = None, channels: Sequence[str] = (),
                 size: int | None = None, workers: int | None = None, on_error: str = "stop",
-                skipped: Sequence[DataError] = (), progress: bool = True) -> "SliceStore":
+                skipped: Sequence[DataError] = (), progress: bool = True,
+                background: str = "keep") -> "SliceStore":
     """Preprocess ``items`` (from a reader) into a slice store at ``out_dir``.
 
     Args:
@@ -212,12 +219,19 @@ def build_store(items: Sequence[VolumeSubject | SliceSample], out_dir: str | os.
         workers: processes (default: all cores).
         on_error: ``"stop"`` raises on the first bad input; ``"skip"`` leaves it out and
             lists it in ``skipped.csv`` (together with ``skipped``, the readers' problems).
+        background: 2D datasets: ``"keep"`` the pixels as read, or ``"zero"`` everything
+            outside the head (:mod:`gpcore.data.head`; for JPEG / PNG exports, whose
+            background is not exactly 0). Volumes (skull-stripped BraTS) are kept as read.
     """
     check_on_error(on_error)
+    if background not in ("keep", "zero"):
+        raise ValueError(f"background must be 'keep' or 'zero', got {background!r}")
     out = Path(out_dir)
     params = {"size": size, "classes": list(classes), "channels": list(channels),
               "class_codes": {str(k): v for k, v in (class_codes or {}).items()},
               "source": source}
+    if background != "keep":  # recorded only when used: stores built before stay valid
+        params["background"] = background
     meta_path = out / "store.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
@@ -231,7 +245,8 @@ def build_store(items: Sequence[VolumeSubject | SliceSample], out_dir: str | os.
     if not units:
         raise DataError(source.get("root", out), "no subjects or slices found",
                         "check the input path and layout")
-    jobs = [(uid, unit, str(shard_root), size, class_codes or {}, on_error) for uid, unit in units]
+    jobs = [(uid, unit, str(shard_root), size, class_codes or {}, on_error, background)
+            for uid, unit in units]
     problems = [{"input": e.path, "problem": str(e)} for e in skipped]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     started = time.time()
