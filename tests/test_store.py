@@ -1,6 +1,7 @@
 """The slice store: labelling rules, resumable and atomic building, bad input, reading."""
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -103,3 +104,55 @@ def test_store_pickles_without_its_arrays(tmp_path):
     clone = pickle.loads(pickle.dumps(store))
     assert clone._images is None
     np.testing.assert_array_equal(clone.images[3], store.images[3])
+
+
+def _noisy_head(seed: int = 0, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """A JPEG-like slice: a bright disc (the head) with a dark hole (a ventricle) on a
+    background of noise of a few grey levels; returns ``(image (1, H, W) uint8, head)``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    head = (yy - 24) ** 2 + (xx - 22) ** 2 < 16 ** 2
+    image = rng.integers(0, 8, size=(size, size))  # background noise
+    image[head] = rng.integers(80, 200, size=int(head.sum()))
+    image[(yy - 24) ** 2 + (xx - 22) ** 2 < 4 ** 2] = 3  # dark, inside the head
+    return image[None].astype(np.uint8), head
+
+
+def test_head_mask_finds_the_head_of_a_noisy_slice_and_keeps_its_dark_interior():
+    from gpcore.data.head import head_mask, zero_background
+
+    image, head = _noisy_head()
+    mask = head_mask(image)
+    assert (mask == head).mean() > 0.99 and mask[24, 22]  # the dark hole belongs to the head
+    zeroed = zero_background(image)
+    assert zeroed.dtype == image.dtype and (zeroed[0][~mask] == 0).all()
+    assert np.array_equal(zeroed[0][mask], image[0][mask])
+    assert not head_mask(np.zeros((1, 8, 8))).any()
+
+
+def _noisy_sample(sample):
+    image, head = _noisy_head(int(sample.sample_id))
+    mask = np.zeros(head.shape, np.uint8)
+    mask[20:24, 14:18] = 1
+    return image, mask
+
+
+def test_2d_stores_can_zero_the_background_and_record_it(tmp_path):
+    """``background="zero"`` (what the Figshare and manifest readers ask for): the background
+    of each slice is 0 in the store and ``store.json`` says so; the default keeps the pixels and
+    the parameters of stores built before."""
+    from gpcore.data import SliceSample
+
+    samples = [SliceSample(f"P{i}", str(i + 1), 1, "meningioma", 1, Path(f"/x/{i}.jpg"), None,
+                           loader=_noisy_sample) for i in range(3)]
+    kw = dict(source=SOURCE, workers=1, progress=False, classes=("meningioma",),
+              class_codes={1: 0})
+    kept = build_store(samples, tmp_path / "kept", **kw)
+    zeroed = build_store(samples, tmp_path / "zeroed", background="zero", **kw)
+    _, head = _noisy_head(1)
+    assert (np.asarray(kept.images[0, 0])[~head] > 0).mean() > 0.5  # the noise as read
+    assert (np.asarray(zeroed.images[0, 0])[~head] == 0).mean() > 0.99
+    assert zeroed.meta["params"]["background"] == "zero"
+    assert "background" not in kept.meta["params"]
+    with pytest.raises(ValueError, match="background must be"):
+        build_store(samples, tmp_path / "bad", background="blur", **kw)
