@@ -38,9 +38,9 @@ def adopt_checkpoint(checkpoint: str | os.PathLike, store: str | os.PathLike,
     and fold is reused (its predictions too); one for another is an error.
     """
     from . import __version__
-    from .data.splits import is_leaky, load_split, split_rows
+    from .data.splits import load_split, split_record, split_rows
     from .data.store import SliceStore
-    from .inference import _check_hub_contrasts, check_compatible, load_checkpoint
+    from .inference import check_store, load_checkpoint
     from .models import save_model
     from .models.hub import checkpoint_source
 
@@ -52,9 +52,7 @@ def adopt_checkpoint(checkpoint: str | os.PathLike, store: str | os.PathLike,
                              f"give a split of this store's patients")
     model, meta = load_checkpoint(checkpoint)
     source = checkpoint_source(checkpoint, meta)
-    check_compatible(model, meta, store.images.shape[1], store.images.shape[2:],
-                     store.path / "images.npy")
-    _check_hub_contrasts(meta, store, checkpoint)
+    check_store(model, meta, store, checkpoint)
     extra = dict(meta.get("extra") or {})
     classes = list(extra.get("classes") or store.classes)
     if len(classes) != model.config["n_classes"] or classes != list(store.classes):
@@ -70,12 +68,9 @@ def adopt_checkpoint(checkpoint: str | os.PathLike, store: str | os.PathLike,
                    "model": {"name": model.model_name, **model.config},
                    "train": {"normalisation": extra["normalisation"]}},
         "external": True,
-        "checkpoint": {"source": source, **({"hub": meta["hub"]["uri"]} if "hub" in meta
-                                             else {})},
-        "store": {"path": str(store.path.resolve()), "format": store.meta.get("format"),
-                  "version": store.meta.get("version"), "created": store.meta.get("created")},
-        "split": {"path": str(Path(split).resolve()), "fold": int(fold),
-                  "protocol": "published" if is_leaky(table) else "patient-level"},
+        "checkpoint": {"source": source},  # a Hub model's URI with the commit used
+        "store": store.record(),
+        "split": split_record(split, table, fold),
         "classes": classes,
         "versions": {"gpcore": __version__},
         "adopted": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S%z"),

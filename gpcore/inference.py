@@ -123,8 +123,7 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
                          f"{recorded!r}, not {normalisation!r}; pass normalisation={recorded!r}")
     images = store.images
     n, channels, h, w = len(rows), *images.shape[1:]
-    check_compatible(model, meta, channels, (h, w), store.path / "images.npy")
-    _check_hub_contrasts(meta, store, checkpoint)
+    check_store(model, meta, store, checkpoint)
     index = store.index.set_index("row", drop=False).loc[rows].reset_index(drop=True)
 
     out = Path(out_dir)
@@ -194,6 +193,14 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
         if paths is not None and paths.channels_last:
             model.to(memory_format=torch.contiguous_format)
     return out
+
+
+def check_store(model: nn.Module, meta: dict, store, checkpoint=None) -> None:
+    """Raise ``ValueError`` unless ``store``'s slices are what the model takes: channels and
+    input size (:func:`check_compatible`) and, for a released model, the contrast order."""
+    check_compatible(model, meta, store.images.shape[1], tuple(store.images.shape[2:]),
+                     store.path / "images.npy")
+    _check_hub_contrasts(meta, store, checkpoint)
 
 
 def _check_hub_contrasts(meta: dict, store, checkpoint) -> None:

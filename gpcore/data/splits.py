@@ -129,3 +129,9 @@ def split_rows(split: pd.DataFrame, index: pd.DataFrame, fold: int, part: str) -
 def is_leaky(split: pd.DataFrame) -> bool:
     """True for slice-level splits (``protocol="published"``)."""
     return "row" in split.columns
+
+
+def split_record(path: str | os.PathLike, split: pd.DataFrame, fold: int) -> dict:
+    """What a run folder's ``config.yaml`` says of its split: path, fold and protocol."""
+    return {"path": str(Path(path).resolve()), "fold": int(fold),
+            "protocol": "slice-level (leaky)" if is_leaky(split) else "patient-level"}

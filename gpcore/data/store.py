@@ -360,6 +360,12 @@ class SliceStore:
                             "rebuild the store with this gpcore version")
         self._images = self._masks = None
 
+    def record(self) -> dict:
+        """What a run folder's ``config.yaml`` says of its store (``created`` tells a rebuilt
+        store from the one a run was trained on)."""
+        return {"path": str(self.path.resolve()), "format": self.meta["format"],
+                "version": self.meta["version"], "created": self.meta.get("created")}
+
     def __getstate__(self):  # memmaps are re-opened in the receiving process
         return {"path": self.path, "meta": self.meta}
 

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..data.dataset import Augmentation, SliceDataset
 from ..data.sampling import level_filter
-from ..data.splits import is_leaky, load_split, split_rows
+from ..data.splits import load_split, split_record, split_rows
 from ..data.store import SliceStore
 from ..io import atomic_path
 from ..models import create_model, save_model
@@ -264,13 +264,8 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
     elif info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(split_path, out / "split.csv")
-        record = {"config": cfg, "store": {"path": str(store_dir.resolve()),
-                                            "format": store.meta["format"],
-                                            "version": store.meta["version"],
-                                            "created": store.meta.get("created")},
-                  "split": {"path": str(split_path.resolve()), "fold": fold,
-                            "protocol": "slice-level (leaky)" if is_leaky(split)
-                            else "patient-level"},
+        record = {"config": cfg, "store": store.record(),
+                  "split": split_record(split_path, split, fold),
                   "class_weights": weights_np.tolist(), "classes": store.classes,
                   "world_size": info.world_size, "device": str(device),
                   "fast_paths": fast.describe(),
