@@ -77,3 +77,28 @@ def test_a_profile_changes_its_sections_for_one_study(tmp_path):
     mine.write_text("name: mine\nstudies:\n  figshare:\n    name: other\n")
     with pytest.raises(ConfigError, match=r"studies: figshare: unknown key 'name'"):
         load_profile(str(mine))
+
+
+def test_cli_train_applies_the_profile_section_of_its_study(tmp_path):
+    """``gpcore train --study figshare`` trains with the profile's ``studies: figshare:``
+    changes (here 1 epoch instead of 2) and records the study in the run's config."""
+    import yaml
+    from fake_data import fake_store
+
+    store, split = fake_store(tmp_path, n_subjects=8, size=16)
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text("name: tiny\ntrain: {epochs: 2, batch_size: 8, num_workers: 0}\n"
+                       "models: {gp_unet: {wf: 2, depth: 2}}\n"
+                       "studies:\n  figshare:\n    train: {epochs: 1}\n")
+    runs = {}
+    for study in (None, "figshare"):
+        out = tmp_path / f"run-{study}"
+        args = ["train", "--store", str(store), "--split", str(split), "--model", "gp_unet",
+                "--profile", str(profile), "--out", str(out), "--no-progress"]
+        assert main(args + (["--study", study] if study else [])) == 0
+        runs[study] = (yaml.safe_load((out / "config.yaml").read_text())["config"],
+                       (out / "metrics.csv").read_text().strip().splitlines())
+    (plain, plain_metrics), (fig, fig_metrics) = runs[None], runs["figshare"]
+    assert plain["train"]["epochs"] == 2 and len(plain_metrics) == 1 + 2
+    assert fig["train"]["epochs"] == 1 and len(fig_metrics) == 1 + 1
+    assert fig["study"] == "figshare" and "study" not in plain
