@@ -122,7 +122,7 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
         raise ValueError(f"{checkpoint}: the model was trained with normalisation "
                          f"{recorded!r}, not {normalisation!r}; pass normalisation={recorded!r}")
     images = store.images
-    n, channels, h, w = len(rows), *images.shape[1:]
+    n, (h, w) = len(rows), images.shape[2:]
     check_store(model, meta, store, checkpoint)
     index = store.index.set_index("row", drop=False).loc[rows].reset_index(drop=True)
 
