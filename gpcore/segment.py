@@ -301,7 +301,7 @@ def _load_predictor(checkpoint, offset, device, batch_size, cleanup=True, map_ru
     model, meta = load_checkpoint(checkpoint)
     extra = meta.get("extra") or {}
     name = meta.get("model") or getattr(model, "model_name", "")
-    n_classes = int(model.head.out_channels)
+    n_classes = int(model.n_classes)  # every model: the GP head's outputs or the baselines'
     classes = list(extra.get("classes") or [])
     recorded = bool(classes)
     if not classes:  # a foreign checkpoint: the published ones are Healthy / LGG / HGG

@@ -158,6 +158,27 @@ def _stack_4d(phantom, sid, path, z=slice(70, 78)):
     return data
 
 
+@pytest.mark.parametrize("name,kw", [("cnn_gradcam", dict(depth=18, width=8, hidden=8)),
+                                     ("mprotonet", dict(depth=18, width=8, prototype_dim=8))])
+def test_segment_with_a_baseline(phantom, tmp_path, name, kw):
+    """The baselines' maps (Grad-CAM, prototype activations) go through `segment` like a GP
+    model's: it read the GP head's width once and failed on them."""
+    path = tmp_path / f"{name}.safetensors"
+    torch.manual_seed(0)
+    save_model(create_model(name, **kw), path,
+               extra={"input_size": SIZE, "normalisation": "max", "classes": list(BRATS_CLASSES),
+                      "channels": list(BRATS_CONTRASTS)})
+    one = sorted(p for p in phantom.iterdir() if p.is_dir())[0]
+    table = segment(path, one, tmp_path / "out", offset=0.3, batch_size=16, progress=False)
+    assert table["subject_id"].tolist() == [one.name]
+    ref = nib.load(one / f"{one.name}_t1.nii.gz")
+    heat = nib.load(tmp_path / "out" / one.name / f"{one.name}_heatmap.nii.gz")
+    assert heat.shape == (*ref.shape, len(BRATS_CLASSES))
+    assert np.isfinite(np.asanyarray(heat.dataobj)).all()
+    summary = json.loads((tmp_path / "out" / one.name / f"{one.name}_summary.json").read_text())
+    assert summary["model"] == name
+
+
 def test_segment_single_4d_volume(phantom, checkpoint, tmp_path):
     sid = "BraTS20_Training_001"
     src = tmp_path / "in" / "patient.nii.gz"

@@ -138,6 +138,11 @@ class GPClassifier(nn.Module):
     def head(self) -> nn.Conv2d:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def n_classes(self) -> int:
+        """Classes scored (the head's output channels), as the baselines' ``n_classes``."""
+        return int(self.head.out_channels)
+
     def features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         """``(B, C_in, H, W) -> (B, C_f, H, W)`` final decoder features."""
         raise NotImplementedError
