@@ -143,6 +143,13 @@ def _train_job(store_dir, split, run: Path, model: str, fold: int, profile: str,
     return time.perf_counter() - start
 
 
+def _training_config(cfg: dict | None) -> dict | None:
+    """What a run was trained with: its configuration less the ``study`` label (recorded when
+    the profile has sections for that study; a section added for one model must not make
+    the other models' runs of that study stale)."""
+    return None if cfg is None else {k: v for k, v in cfg.items() if k != "study"}
+
+
 def set_aside_if_stale(run: Path, wanted: dict, store_dir: str | Path | None = None,
                        split: str | Path | None = None) -> Path | None:
     """A run folder begun with another configuration than ``wanted`` (e.g. the profile's widths
@@ -154,7 +161,7 @@ def set_aside_if_stale(run: Path, wanted: dict, store_dir: str | Path | None = N
         return None
     record = yaml.safe_load(record_path.read_text()) or {}
     changed = []
-    if record.get("config") != wanted:
+    if _training_config(record.get("config")) != _training_config(wanted):
         changed.append("configuration")
     if store_dir is not None and (Path(store_dir) / "store.json").is_file():
         created = json.loads((Path(store_dir) / "store.json").read_text()).get("created")

@@ -56,6 +56,8 @@ def test_runs_of_a_rebuilt_store_or_another_split_are_set_aside(tmp_path):
                        overrides=["train.epochs=1"], progress=False)[("gp_unet", 0)]
     cfg = resolve_config("smoke", "gp_unet", ["train.epochs=1"])
     assert set_aside_if_stale(run, cfg, store, split) is None  # current: kept in place
+    # a profile section for this study (recorded as its label) changes nothing it trained with
+    assert set_aside_if_stale(run, {**cfg, "study": "phantom"}, store, split) is None
     other = tmp_path / "other_split.csv"
     other.write_text(split.read_text().replace("val", "train", 1))
     stale = set_aside_if_stale(run, cfg, store, other)
