@@ -62,6 +62,8 @@ TOPK = ["model.pool=heatmap", "model.heatmap_pool=topk"]
 BG = ["model.background_class=0"]
 #: per-contrast division by the brain median (gpcore.data.normalise): no slice-wide lesion cue
 MEDIAN = ["train.normalisation=median"]
+#: the fp32 path: no bf16 autocast, no channels-last (the conclusions must hold on both)
+FP32 = ["train.fast.bf16=false", "train.fast.channels_last=false"]
 #: every 4th training slice: a cohort twice the size at the same training cost
 STEP4 = ["train.train_slice_step=4"]
 VARIANTS = {
@@ -82,8 +84,7 @@ VARIANTS = {
     "unweighted_chscale_step4_zscore": lambda m: UNWEIGHTED + CHSCALE + STEP4 + ZSCORE,
     #: the round-3 profile on the fp32 path (no bf16 autocast, no channels-last): do the
     #: conclusions hold on both numeric paths?
-    "unweighted_chscale_median_fp32": lambda m: UNWEIGHTED + CHSCALE + MEDIAN
-    + ["train.fast.bf16=false", "train.fast.channels_last=false"],
+    "unweighted_chscale_median_fp32": lambda m: UNWEIGHTED + CHSCALE + MEDIAN + FP32,
     #: GP-ReconResNet (round 4): InstanceNorm without affine parameters right before the GP
     #: head gives every feature map zero mean and unit variance per slice, so the pooled
     #: logits can only read the shape of each map's histogram; batch norm keeps the level
@@ -93,6 +94,8 @@ VARIANTS = {
     "unweighted_chscale_median_wf4": lambda m: UNWEIGHTED + CHSCALE + MEDIAN
     + ["model.wf=4"],
     "unweighted_chscale_step4_median": lambda m: UNWEIGHTED + CHSCALE + STEP4 + MEDIAN,
+    #: round 6: batch norm where the profile has none (GP-UNet), on the fp32 path as well
+    "bn_fp32": lambda m: BN[m] + FP32,
     "unweighted_chscale_long": lambda m: UNWEIGHTED + CHSCALE + ["train.epochs=60"],
     "unweighted_chscale_step4": lambda m: UNWEIGHTED + CHSCALE + STEP4,
     "chscale_topk": lambda m: CHSCALE + TOPK,
