@@ -238,7 +238,7 @@ def score_run(run: Path, evidence_only: bool = False) -> dict:
         own = pd.DataFrame({"median_dice": [np.nan]})
     otsu = grid[grid["threshold"] == "multiotsu"]
     auroc = map_auroc_per_slice(val["heatmaps"], val["masks"], np.flatnonzero(tumour),
-                                "evidence", brain, healthy)
+                                "evidence", brain, healthy, labels)
     outside = peak_outside_brain(val["heatmaps"], val["probabilities"], brain, tumour,
                                  healthy)
     return {"val_macro_f1": summary["best"]["val_macro_f1"],

@@ -35,7 +35,7 @@ def screen(run: Path) -> dict:
         "best_epoch": summary["best_epoch"],
         "predicted_healthy": float(np.mean(val["probabilities"][rows].argmax(1) == healthy)),
         "auroc_evidence": float(np.nanmedian(map_auroc_per_slice(
-            val["heatmaps"], val["masks"], rows, "evidence", brain, healthy))),
+            val["heatmaps"], val["masks"], rows, "evidence", brain, healthy, val["labels"]))),
         "auroc_last_class": float(np.nanmedian(map_auroc_per_slice(
             val["heatmaps"], val["masks"], rows, "predicted", brain, healthy))),
         "peak_outside_brain": float(np.mean([not brain[r].flat[p] for r, p in zip(rows, peaks)])),

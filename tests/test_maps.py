@@ -126,3 +126,22 @@ def test_relative_threshold_is_chosen_where_multi_otsu_takes_the_plateau():
     assert rule.threshold == "relative" and "relative" in rule.describe()
     m = rule.mask(heat[0], 2, healthy_class=0, brain=brain[0])
     assert dice_iou(m, masks[0] > 0)[0] > 0.9
+
+
+def test_map_auroc_scores_each_slice_with_its_own_class_without_healthy():
+    """Without a Healthy class a map is class-specific: a glioma slice is scored with the
+    glioma map (the class of ``labels``), not the last class's (a measurement error that made
+    Figshare maps look inverted)."""
+    from gpcore.evaluation.segmentation import map_auroc_per_slice
+
+    lesion = _disk(16, 16, 4)
+    hm = np.zeros((2, 3, H, W), np.float32)
+    hm[0, 0][lesion] = 3.0   # slice 0: class 0 (e.g. meningioma) lights its lesion
+    hm[0, 2][~lesion] = 1.0  # and the last class's map is high everywhere else
+    hm[1, 2][lesion] = 2.0   # slice 1: class 2 lights its lesion
+    masks = np.stack([lesion, lesion])
+    labels = np.array([0, 2])
+    own = map_auroc_per_slice(hm, masks, [0, 1], "predicted", None, None, labels)
+    np.testing.assert_allclose(own, [1.0, 1.0])
+    last = map_auroc_per_slice(hm, masks, [0, 1], "predicted", None, None)
+    assert last[0] == 0.0 and last[1] == 1.0

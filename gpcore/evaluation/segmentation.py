@@ -89,18 +89,22 @@ def pixel_auroc(score: np.ndarray, target: np.ndarray,
 
 
 def map_auroc_per_slice(heatmaps, masks, rows, rule: str = "evidence", brain=None,
-                        healthy_class: int | None = 0) -> np.ndarray:
+                        healthy_class: int | None = 0, labels=None) -> np.ndarray:
     """:func:`pixel_auroc` of the ``rule`` map on the tumour slices ``rows`` of
     ``heatmaps (N, K, H, W)`` / ``masks (N, H, W)``, inside ``brain[row]`` when given:
-    ``(len(rows),)``. ``"evidence"`` and ``"sum"`` combine every tumour map; ``"predicted"``
-    takes the last tumour class's (HGG). Independent of the classification and of any
-    threshold, it says whether the maps localise at all."""
+    ``(len(rows),)``. Each slice's map is that of its true class ``labels[row]`` (``(N,)``);
+    without ``labels``, that of the last tumour class (HGG) for every slice - which only the
+    rules that combine every tumour map against Healthy do not depend on: without a Healthy
+    class (Figshare) pass ``labels``, else a pituitary map is scored on glioma slices.
+    Independent of the classification and of any threshold, it says whether the maps
+    localise at all."""
     out = np.empty(len(rows))
     k_any = next(c for c in reversed(range(np.shape(heatmaps)[1])) if c != healthy_class)
     for i, r in enumerate(rows):
-        hm = tumour_map(np.asarray(heatmaps[r], np.float32), k_any, rule, healthy_class)
-        out[i] = pixel_auroc(hm, np.asarray(masks[r]) > 0,
-                             None if brain is None else brain[r])
+        k = k_any if labels is None else int(labels[r])
+        hm = tumour_map(np.asarray(heatmaps[r], np.float32), k, rule, healthy_class)
+        out[i] = (np.nan if hm is None else
+                  pixel_auroc(hm, np.asarray(masks[r]) > 0, None if brain is None else brain[r]))
     return out
 
 
