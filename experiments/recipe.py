@@ -185,6 +185,11 @@ def train_grid(store: Path, split: Path, base: Path, profile: str, todo: list[di
                 print(f"[recipe] {j['run'].relative_to(base)}: FAILED {err}", flush=True)
 
 
+#: bump when :func:`score_run` changes what it measures (2: map AUROC of each slice's own
+#: class - before, the last class's map on every slice of a dataset without Healthy)
+SCORE_VERSION = 2
+
+
 def chance_macro_f1(labels: np.ndarray, n_classes: int) -> float:
     """Expected macro-F1 of a predictor that draws classes uniformly at random:
     ``F1_c = 2 p_c / K / (p_c + 1/K)`` for class share ``p_c``, averaged over classes."""
@@ -301,8 +306,8 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
         scores = {}
         if cache.is_file() and cache.stat().st_mtime > (run / "best.safetensors").stat().st_mtime:
             scores = json.loads(cache.read_text())
-        if "threshold" not in scores:  # cached before the column existed
-            scores = score_run(run, evidence_only)
+        if scores.get("score_version") != SCORE_VERSION:  # scored by older code
+            scores = {**score_run(run, evidence_only), "score_version": SCORE_VERSION}
             cache.write_text(json.dumps(scores, default=float, indent=1))
         rows.append({"variant": variant, "model": model, "fold": fold, "seed": seed, **scores})
     table = pd.DataFrame(rows)

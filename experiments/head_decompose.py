@@ -1,0 +1,99 @@
+"""Can a different read-out of the same features localise? Validation patients only.
+
+    python -m experiments.head_decompose RUN [RUN ...] --out docs/recipe7_decompose
+
+A GP model's map of class ``k`` is ``cam_k = sum_j w_kj F_j`` over its final features
+``F (C, H, W)`` and head weights ``w (K, C)``. Under the published head (global max pooling of
+``F`` before the 1x1 conv) that map is not what decides the logit, so a map that is low on the
+tumour might still hide features that peak there. Per run, the median per-slice pixel AUROC
+inside the head / brain (true class ``k``, validation tumour slices) of:
+
+* ``cam`` - the model's own map (what ``gpcore`` thresholds);
+* ``positive`` - ``sum_j max(w_kj, 0) F_j``: the evidence *for* ``k`` alone;
+* ``discriminative`` - ``sum_j max(w_kj - mean_c w_cj, 0) F_j``: what favours ``k`` over the
+  other classes under softmax;
+* ``negative`` - ``-sum_j min(w_kj, 0) F_j``: the evidence against ``k``;
+* ``feature_norm`` - ``||F||_2`` over channels: where the network's features are strong at all.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+READOUTS = ("cam", "positive", "discriminative", "negative", "feature_norm")
+
+
+def readouts(feats, weight) -> dict:
+    """``feats (C, H, W)``, ``weight (C,)`` of the class and ``(K, C)`` of all: the maps."""
+    import torch
+
+    w_k, w = weight
+    disc = (w_k - w.mean(0)).clamp(min=0)
+    return {"cam": torch.einsum("c,chw->hw", w_k, feats),
+            "positive": torch.einsum("c,chw->hw", w_k.clamp(min=0), feats),
+            "discriminative": torch.einsum("c,chw->hw", disc, feats),
+            "negative": -torch.einsum("c,chw->hw", w_k.clamp(max=0), feats),
+            "feature_norm": feats.norm(dim=0)}
+
+
+def decompose(run: Path, batch_size: int = 32) -> dict:
+    import torch
+    import yaml
+
+    from gpcore.data.splits import load_split, split_rows
+    from gpcore.data.store import SliceStore
+    from gpcore.evaluation.segmentation import pixel_auroc
+    from gpcore.inference import load_checkpoint, normalise_batch
+    from gpcore.segmentation.maps import brain_mask
+
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    store = SliceStore(record["store"]["path"])
+    rows = np.asarray(split_rows(load_split(run / "split.csv"), store.index,
+                                 int(record["split"]["fold"]), "val"), np.int64)
+    model, meta = load_checkpoint(run / "best.safetensors")
+    model.eval()
+    norm = (meta.get("extra") or {}).get("normalisation") or "max"
+    weight = model.head.weight.detach()[:, :, 0, 0].float()
+    labels = store.index.set_index("row").loc[rows, "label"].to_numpy()
+    scores = {name: [] for name in READOUTS}
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        with torch.inference_mode():
+            feats = model.features(normalise_batch(store.images[chunk], norm)).float()
+        for i, row in enumerate(chunk):
+            gt = np.asarray(store.masks[row]) > 0
+            if not gt.any():
+                continue
+            k = int(labels[start + i])
+            head = brain_mask(store.images[row])
+            for name, m in readouts(feats[i], (weight[k], weight)).items():
+                scores[name].append(pixel_auroc(m.numpy(), gt, head))
+    return {"run": str(run), "slices": len(scores["cam"]),
+            **{f"auroc_{n}": float(np.nanmedian(v)) for n, v in scores.items()}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.head_decompose",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="table stem (.csv and .md)")
+    args = parser.parse_args(argv)
+    import torch
+
+    from gpcore.io import write_table
+
+    torch.set_num_threads(1)
+    table = pd.DataFrame([decompose(r) for r in args.runs])
+    print(table.to_markdown(index=False, floatfmt=".3f"))
+    if args.out:
+        write_table(table, args.out, floatfmt=".3f")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""How far a run's maps are from segmenting: validation patients only (issue 13, Figshare).
+
+    python -m experiments.map_ceiling RUN [RUN ...] --out docs/recipe7_ceiling
+
+Per run and per true class, on the fold's **validation** tumour slices, inside the head /
+brain (non-zero input):
+
+* ``auroc_own`` - median per-slice pixel AUROC of the true class's map (threshold-free: does
+  the map rank tumour pixels above the rest of the head at all?); ``auroc_intensity`` - the
+  same for the first input contrast itself (T1-CE on Figshare, where enhancing tumours are
+  bright): what a map that only follows intensity would reach;
+* ``tumour_share`` - median tumour area / head area: the prior a threshold has to beat;
+* ``dice_multiotsu`` - median Dice of the true class's map cut at its top multi-Otsu level
+  inside the head; ``dice_ceiling`` - median over slices of the best Dice any per-slice
+  percentile cut reaches (an *oracle*, a ceiling for every threshold rule on that map).
+
+Classification does not enter (the true class's map is scored): this measures the maps.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: per-slice percentile cuts the ceiling searches
+PERCENTILES = (50, 70, 80, 85, 90, 93, 95, 97, 98, 99, 99.5)
+
+
+def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    return float(2 * (pred & gt).sum() / max(1, pred.sum() + gt.sum()))
+
+
+def slice_scores(score: np.ndarray, gt: np.ndarray, head: np.ndarray) -> dict:
+    """``score, gt, head (H, W)`` -> AUROC, multi-Otsu Dice and percentile-oracle Dice."""
+    from skimage.filters import threshold_multiotsu
+
+    from gpcore.evaluation.segmentation import pixel_auroc
+
+    v = score[head]
+    try:
+        top = threshold_multiotsu(v, 3)[-1]
+    except ValueError:  # a constant map: no levels
+        top = np.inf
+    cuts = np.percentile(v, PERCENTILES)
+    return {"auroc": pixel_auroc(score, gt, head),
+            "dice_multiotsu": _dice((score > top) & head, gt),
+            "dice_ceiling": max(_dice((score > c) & head, gt) for c in cuts)}
+
+
+def ceiling(run: Path) -> pd.DataFrame:
+    """One row per true class (and ``all``) of ``run``'s validation tumour slices."""
+    from .recipe import validation
+
+    val = validation(run)
+    rows, labels = val["index"]["row"].to_numpy(), val["labels"].astype(int)
+    records = []
+    for i, (row, k) in enumerate(zip(rows, labels)):
+        gt = np.asarray(val["masks"][i]) > 0
+        head = val["brain"][i]
+        if not gt.any() or gt.all():
+            continue
+        own = slice_scores(np.asarray(val["heatmaps"][i][k], np.float32), gt, head)
+        img = slice_scores(np.asarray(val["store"].images[row][0], np.float32), gt, head)
+        records.append({"class": val["classes"][k], "tumour_share": gt.sum() / head.sum(),
+                        "auroc_own": own["auroc"], "auroc_intensity": img["auroc"],
+                        "dice_multiotsu": own["dice_multiotsu"],
+                        "dice_ceiling": own["dice_ceiling"],
+                        "dice_ceiling_intensity": img["dice_ceiling"]})
+    per_slice = pd.DataFrame(records)
+    table = pd.concat([per_slice, per_slice.assign(**{"class": "all"})])
+    out = table.groupby("class", sort=False).median(numeric_only=True)
+    out.insert(0, "slices", table.groupby("class", sort=False).size())
+    return out.reset_index()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.map_ceiling",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="table stem (.csv and .md)")
+    args = parser.parse_args(argv)
+    from gpcore.io import write_table
+
+    table = pd.concat([ceiling(r).assign(run=str(r)) for r in args.runs])
+    print(table.to_markdown(index=False, floatfmt=".3f"))
+    if args.out:
+        write_table(table, args.out, floatfmt=".3f")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
