@@ -17,7 +17,6 @@ inside the head / brain (true class ``k``, validation tumour slices) of:
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -40,20 +39,18 @@ def readouts(feats, weight) -> dict:
             "feature_norm": feats.norm(dim=0)}
 
 
-def decompose(run: Path, batch_size: int = 32) -> dict:
+def decompose(run: Path, batch_size: int = 32) -> pd.DataFrame:
+    """One row: ``run``'s median AUROC of each read-out (``auroc_<name>``)."""
     import torch
-    import yaml
 
-    from gpcore.data.splits import load_split, split_rows
-    from gpcore.data.store import SliceStore
     from gpcore.evaluation.segmentation import pixel_auroc
     from gpcore.inference import load_checkpoint, normalise_batch
     from gpcore.segmentation.maps import brain_mask
 
-    record = yaml.safe_load((run / "config.yaml").read_text())
-    store = SliceStore(record["store"]["path"])
-    rows = np.asarray(split_rows(load_split(run / "split.csv"), store.index,
-                                 int(record["split"]["fold"]), "val"), np.int64)
+    from .recipe import validation_rows
+
+    store, rows = validation_rows(run)
+    rows = np.asarray(rows, np.int64)
     model, meta = load_checkpoint(run / "best.safetensors")
     model.eval()
     norm = (meta.get("extra") or {}).get("normalisation") or "max"
@@ -72,27 +69,17 @@ def decompose(run: Path, batch_size: int = 32) -> dict:
             head = brain_mask(store.images[row])
             for name, m in readouts(feats[i], (weight[k], weight)).items():
                 scores[name].append(pixel_auroc(m.numpy(), gt, head))
-    return {"run": str(run), "slices": len(scores["cam"]),
-            **{f"auroc_{n}": float(np.nanmedian(v)) for n, v in scores.items()}}
+    return pd.DataFrame([{"run": str(run), "slices": len(scores["cam"]),
+                          **{f"auroc_{n}": float(np.nanmedian(v)) for n, v in scores.items()}}])
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.head_decompose",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, default=None, help="table stem (.csv and .md)")
-    args = parser.parse_args(argv)
     import torch
 
-    from gpcore.io import write_table
+    from .run_tables import main as run_tables
 
     torch.set_num_threads(1)
-    table = pd.DataFrame([decompose(r) for r in args.runs])
-    print(table.to_markdown(index=False, floatfmt=".3f"))
-    if args.out:
-        write_table(table, args.out, floatfmt=".3f")
-    return 0
+    return run_tables("python -m experiments.head_decompose", __doc__, decompose, argv)
 
 
 if __name__ == "__main__":

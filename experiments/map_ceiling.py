@@ -18,7 +18,6 @@ Classification does not enter (the true class's map is scored): this measures th
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -29,15 +28,11 @@ import pandas as pd
 PERCENTILES = (50, 70, 80, 85, 90, 93, 95, 97, 98, 99, 99.5)
 
 
-def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    return float(2 * (pred & gt).sum() / max(1, pred.sum() + gt.sum()))
-
-
 def slice_scores(score: np.ndarray, gt: np.ndarray, head: np.ndarray) -> dict:
     """``score, gt, head (H, W)`` -> AUROC, multi-Otsu Dice and percentile-oracle Dice."""
     from skimage.filters import threshold_multiotsu
 
-    from gpcore.evaluation.segmentation import pixel_auroc
+    from gpcore.evaluation.segmentation import dice_iou, pixel_auroc
 
     v = score[head]
     try:
@@ -46,8 +41,8 @@ def slice_scores(score: np.ndarray, gt: np.ndarray, head: np.ndarray) -> dict:
         top = np.inf
     cuts = np.percentile(v, PERCENTILES)
     return {"auroc": pixel_auroc(score, gt, head),
-            "dice_multiotsu": _dice((score > top) & head, gt),
-            "dice_ceiling": max(_dice((score > c) & head, gt) for c in cuts)}
+            "dice_multiotsu": dice_iou((score > top) & head, gt)[0],
+            "dice_ceiling": max(dice_iou((score > c) & head, gt)[0] for c in cuts)}
 
 
 def ceiling(run: Path) -> pd.DataFrame:
@@ -73,23 +68,13 @@ def ceiling(run: Path) -> pd.DataFrame:
     table = pd.concat([per_slice, per_slice.assign(**{"class": "all"})])
     out = table.groupby("class", sort=False).median(numeric_only=True)
     out.insert(0, "slices", table.groupby("class", sort=False).size())
-    return out.reset_index()
+    return out.reset_index().assign(run=str(run))
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.map_ceiling",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, default=None, help="table stem (.csv and .md)")
-    args = parser.parse_args(argv)
-    from gpcore.io import write_table
+    from .run_tables import main as run_tables
 
-    table = pd.concat([ceiling(r).assign(run=str(r)) for r in args.runs])
-    print(table.to_markdown(index=False, floatfmt=".3f"))
-    if args.out:
-        write_table(table, args.out, floatfmt=".3f")
-    return 0
+    return run_tables("python -m experiments.map_ceiling", __doc__, ceiling, argv)
 
 
 if __name__ == "__main__":

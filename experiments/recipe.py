@@ -198,20 +198,27 @@ def chance_macro_f1(labels: np.ndarray, n_classes: int) -> float:
     return float(np.mean(2 * p * q / (p + q)))
 
 
-def validation(run: Path) -> dict:
-    """The fold's validation predictions of a finished run (``gpcore evaluate``'s, predicted
-    when absent) with its ``store``, ``classes``, ``healthy`` class index and ``brain`` masks."""
+def validation_rows(run: Path):
+    """``(store, rows)``: a run's slice store and the store rows of its fold's validation
+    patients."""
     import yaml
 
     from gpcore.data.splits import load_split, split_rows
     from gpcore.data.store import SliceStore
-    from gpcore.evaluate import _predictions
-    from gpcore.segmentation.maps import brain_masks
 
     record = yaml.safe_load((run / "config.yaml").read_text())
     store = SliceStore(record["store"]["path"])
-    rows = split_rows(load_split(run / "split.csv"), store.index, int(record["split"]["fold"]),
-                      "val")
+    return store, split_rows(load_split(run / "split.csv"), store.index,
+                             int(record["split"]["fold"]), "val")
+
+
+def validation(run: Path) -> dict:
+    """The fold's validation predictions of a finished run (``gpcore evaluate``'s, predicted
+    when absent) with its ``store``, ``classes``, ``healthy`` class index and ``brain`` masks."""
+    from gpcore.evaluate import _predictions
+    from gpcore.segmentation.maps import brain_masks
+
+    store, rows = validation_rows(run)
     val = _predictions(run, store, rows, "val", "cpu", 64, False)
     classes = list(store.classes)
     return {**val, "store": store, "classes": classes,
