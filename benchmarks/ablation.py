@@ -6,7 +6,7 @@
 
 For each model, all variants are built at once and timed in turns (eager, channels_last, bf16,
 ..., eager, channels_last, ...), one warm-up each first, so that other jobs on a shared machine
-disturb every variant alike (``gpcore.efficiency.interleaved``); the fastest repetition of each
+disturb every variant alike (``gpcore.study.efficiency.interleaved``); the fastest repetition of each
 counts. Prints a Markdown table of slices/s and ratios against eager. This is the measurement
 behind the ``"auto"`` defaults of ``gpcore.training.fast``.
 """
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from gpcore.efficiency import environment, inference_call, interleaved, training_step
+from gpcore.study.efficiency import environment, inference_call, interleaved, training_step
 from benchmarks.run import MODELS, parse_variant
 
 

@@ -14,8 +14,8 @@ import sys
 
 import torch
 
-from gpcore.config import load_profile
-from gpcore.efficiency import environment, interleaved, training_step
+from gpcore.configs import load_profile
+from gpcore.study.efficiency import environment, interleaved, training_step
 from gpcore.training.fast import FastPaths, cpu_bf16_kind
 
 MODELS = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet")

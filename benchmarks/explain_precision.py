@@ -8,7 +8,7 @@ maps (the profile-independent window 6 / stride 4 of ``quick``), guided-backprop
 deletion predictions in both precisions and prints: the median over slices of the Spearman
 correlation inside the brain of each map pair, the share of equal deletion predictions, and the
 seconds of each precision with their ratio. This is the measurement behind
-``ExplainConfig.precision = "auto"`` (``gpcore.explain``).
+``ExplainConfig.precision = "auto"`` (``gpcore.explanations.run``).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from gpcore.efficiency import environment
+from gpcore.study.efficiency import environment
 from gpcore.evaluation.explanation import deletion_predictions
-from gpcore.explain import brain_masks, load_run, model_inputs, own_maps, spread_rows
+from gpcore.explanations.run import brain_masks, load_run, model_inputs, own_maps, spread_rows
 from gpcore.explanations.captum_maps import (LogitsModel, guided_backprop_maps,
                                              occlusion_maps)
 

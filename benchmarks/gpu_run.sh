@@ -86,7 +86,7 @@ stamp "profiler trace"
 $PY - "$WORK/store" "$DEV" "$OUT/profile_gp_unet" <<'PY'
 import sys, torch
 from torch.profiler import ProfilerActivity, profile
-from gpcore.efficiency import training_step
+from gpcore.study.efficiency import training_step
 from gpcore.training.fast import FastPaths
 store, dev, out = sys.argv[1:]
 from gpcore.data.store import SliceStore

@@ -9,7 +9,7 @@ nvidia-smi --query-gpu=name --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 for m in gp_unet gp_shuffle_unet gp_recon_resnet; do
   echo "== $m (compile=${COMPILE:-true})"
-  python3 -m gpcore.train --store "$S" --split "$P" --profile smoke --model $m \
+  python3 -m gpcore.training.cli --store "$S" --split "$P" --profile smoke --model $m \
     --out /tmp/gpu_runs/$m --no-progress train.epochs=3 train.device=cuda \
     train.fast.compile=${COMPILE:-true} train.num_workers=4 2>&1 | grep -v Warning | tail -4
   cp /tmp/gpu_runs/$m/metrics.csv "$OUT/metrics_$m.csv" 2>/dev/null

@@ -1,6 +1,6 @@
 """Training the study's runs one after the other (all cores each) or two at a time (half the
 cores each), side by side on the same runs: the measurement behind the CPU default of
-``gpcore.pipeline.train_models(parallel=None)``.
+``gpcore.study.pipeline.train_models(parallel=None)``.
 
     python -m benchmarks.parallel_training --store data/phantom/quick/store_64 \\
         --split data/phantom/quick/split.csv [--profile quick] [--epochs 2]
@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpcore.efficiency import environment
-from gpcore.pipeline import train_models
+from gpcore.study.efficiency import environment
+from gpcore.study.pipeline import train_models
 
 
 def main(argv=None) -> None:

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from gpcore.efficiency import training_step
+from gpcore.study.efficiency import training_step
 from gpcore.training.fast import FastPaths
 
 #: operator name fragments -> category (first match wins; matched on the lower-cased name)

@@ -19,7 +19,7 @@ and the data path: random reads from a small synthetic slice store, and the frac
 short training loop spent waiting for the DataLoader.
 
 Variants: ``eager`` is NCHW fp32, no autocast, no compile, non-fused Adam, ``torch.no_grad``
-for inference. ``fast`` is what ``configs/train.yaml``'s ``"auto"`` switches resolve to on the
+for inference. ``fast`` is what ``gpcore/configs/train.yaml``'s ``"auto"`` switches resolve to on the
 device (``gpcore.training.fast.FastPaths.auto``; plus ``torch.compile`` with ``--compile``), with
 ``torch.inference_mode`` for inference. Other variants: ``+``-joined switches, e.g.
 ``channels_last``, ``bf16``, ``channels_last+bf16``. Every ratio is against ``eager`` of the same
@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from gpcore.efficiency import (CLASS_WEIGHTS, build, environment, forward_flops,
+from gpcore.study.efficiency import (CLASS_WEIGHTS, build, environment, forward_flops,
                                make_optimiser, matmul_peak, sync, time_inference,
                                time_training, training_flops)
 from gpcore.training.fast import SWITCHES, FastPaths

@@ -7,7 +7,7 @@ throughput, data-wait share, peak memory and MFU (issue 16).
 Unlike ``benchmarks.run`` (synthetic batches already on the device), every step here reads
 its batch from the store with the paper's augmentation and max normalisation
 (``gpcore.data.SliceDataset``), copies it to the device and trains the paper configuration
-(``create_model(name)``) with the fast paths of ``configs/train.yaml`` (bf16 autocast and
+(``create_model(name)``) with the fast paths of ``gpcore/configs/train.yaml`` (bf16 autocast and
 channels-last where "auto" turns them on; ``--compile``: torch.compile). Per model:
 
 * ``slices_per_s``: batch × timed steps / their wall time (the first ``--warmup`` steps are
@@ -39,7 +39,7 @@ def measure(model: str, store, device: torch.device, steps: int, warmup: int, ba
     from torch.utils.data import DataLoader
 
     from gpcore.data.dataset import Augmentation, SliceDataset
-    from gpcore.efficiency import (_rss, _vm_hwm, build, make_optimiser, optimiser_step, sync,
+    from gpcore.study.efficiency import (_rss, _vm_hwm, build, make_optimiser, optimiser_step, sync,
                                    training_flops)
     from gpcore.training.fast import FastPaths
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from gpcore.data.store import SliceStore
-    from gpcore.efficiency import environment, matmul_peak
+    from gpcore.study.efficiency import environment, matmul_peak
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

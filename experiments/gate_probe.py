@@ -31,8 +31,8 @@ def _load(run: Path):
 
     from gpcore.data.splits import load_split, split_rows
     from gpcore.data.store import SliceStore
-    from gpcore.evaluate import _predictions
-    from gpcore.segmentation.maps import brain_masks
+    from gpcore.evaluation.run import _predictions
+    from gpcore.inference.maps import brain_masks
 
     record = yaml.safe_load((run / "config.yaml").read_text())
     store = SliceStore(record["store"]["path"])

@@ -44,8 +44,8 @@ def decompose(run: Path, batch_size: int = 32) -> pd.DataFrame:
     import torch
 
     from gpcore.evaluation.segmentation import pixel_auroc
-    from gpcore.inference import load_checkpoint, normalise_batch
-    from gpcore.segmentation.maps import brain_mask
+    from gpcore.inference.predict import load_checkpoint, normalise_batch
+    from gpcore.inference.maps import brain_mask
 
     from .recipe import validation_rows
 

@@ -166,9 +166,10 @@ def train_grid(store: Path, split: Path, base: Path, profile: str, todo: list[di
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from gpcore.pipeline import _finished, _init_worker, _train_job
+    from gpcore.rundir import RunDir
+    from gpcore.study.pipeline import _init_worker, _train_job
 
-    todo = [j for j in todo if not _finished(j["run"])]
+    todo = [j for j in todo if not RunDir(j["run"]).is_trained]
     print(f"[recipe] {len(todo)} runs to train, {parallel} at a time", flush=True)
     threads = threads or max(1, (os.cpu_count() or 1) // parallel)
     ctx = multiprocessing.get_context("spawn")
@@ -215,8 +216,8 @@ def validation_rows(run: Path):
 def validation(run: Path) -> dict:
     """The fold's validation predictions of a finished run (``gpcore evaluate``'s, predicted
     when absent) with its ``store``, ``classes``, ``healthy`` class index and ``brain`` masks."""
-    from gpcore.evaluate import _predictions
-    from gpcore.segmentation.maps import brain_masks
+    from gpcore.evaluation.run import _predictions
+    from gpcore.inference.maps import brain_masks
 
     store, rows = validation_rows(run)
     val = _predictions(run, store, rows, "val", "cpu", 64, False)
@@ -231,8 +232,8 @@ def score_run(run: Path, evidence_only: bool = False) -> dict:
     ``evidence_only``: search only the evidence map inside the brain (the setting the full
     grid chose in most runs, 6x cheaper); threshold method, offset and clean-up still are."""
     from gpcore.evaluation.segmentation import map_auroc_per_slice, select_map_rule
-    from gpcore.segmentation.maps import peak_outside_brain
-    from gpcore.segmentation.threshold import THRESHOLDS
+    from gpcore.inference.maps import peak_outside_brain
+    from gpcore.inference.threshold import THRESHOLDS
 
     val = validation(run)
     classes, healthy, brain = val["classes"], val["healthy"], val["brain"]
@@ -299,7 +300,7 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
     given); write per-run and per-variant tables. ``variants``: only these (default all);
     ``evidence_only``: see :func:`score_run`."""
     from gpcore.io import write_table
-    from gpcore.pipeline import _finished
+    from gpcore.rundir import RunDir
 
     rows = []
     found = [r for r in _recipe_runs(base)
@@ -307,7 +308,7 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
     if study_runs is not None:
         found += [r for r in _study_runs(Path(study_runs)) if r[2] in models]
     for run, variant, model, fold, seed in found:
-        if not _finished(run):
+        if not RunDir(run).is_trained:
             continue
         cache = run / ("recipe_val_evidence.json" if evidence_only else "recipe_val.json")
         scores = {}
@@ -374,7 +375,7 @@ def main(argv=None) -> int:
                         help="`report`: add the study's own runs (runs/<study>/<profile>), "
                              "i.e. the frozen profile on every fold it was trained on")
     args = parser.parse_args(argv)
-    from gpcore.pipeline import study_data
+    from gpcore.study.pipeline import study_data
 
     base = ROOT / "runs" / "recipe" / f"{args.study}-{args.profile}"
     if args.action == "train":

@@ -29,7 +29,7 @@ def check(run: Path) -> pd.DataFrame:
     from gpcore.data.splits import load_split
     from gpcore.evaluation.segmentation import dice_iou
     from gpcore.data.store import SliceStore
-    from gpcore.segment import segment
+    from gpcore.inference.segment import segment
 
     record = yaml.safe_load((run / "config.yaml").read_text())
     store = SliceStore(record["store"]["path"])

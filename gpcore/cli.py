@@ -31,19 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.phantom import add_cli as add_phantom
     from .data.prepare import add_cli as add_prepare
 
-    from .compare import add_cli as add_compare
-    from .evaluate import add_cli as add_evaluate
-    from .inference import add_cli as add_predict
-    from .segment import add_cli as add_segment
-    from .train import add_cli as add_train
+    from .evaluation.compare import add_cli as add_compare
+    from .evaluation.run import add_cli as add_evaluate
+    from .explanations.run import add_cli as add_explain
+    from .inference.predict import add_cli as add_predict
+    from .inference.segment import add_cli as add_segment
+    from .study.report import add_cli as add_report
+    from .study.runner import add_cli as add_study
+    from .training.cli import add_cli as add_train
 
-    add_phantom(sub)
-    add_prepare(sub)
-    add_train(sub)
-    add_predict(sub)
-    add_segment(sub)
-    add_evaluate(sub)
-    add_compare(sub)
+    # in pipeline order: data -> training -> inference -> evaluation -> explanations -> study
+    for add in (add_phantom, add_prepare, add_train, add_predict, add_segment, add_evaluate,
+                add_compare, add_explain, add_study, add_report):
+        add(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""One-line errors for every command (``gpcore <command>``, ``run_all.sh``, ``gpcore.report``).
+"""One-line errors for every command (``gpcore <command>``, ``run_all.sh``, ``gpcore.study.report``).
 
 The project's own errors - bad data (:class:`gpcore.data.errors.DataError`), a bad weights
 file or Hub name (:class:`gpcore.models.checkpoints.CheckpointError`), a missing file or run,

@@ -66,7 +66,7 @@ def test_bf16_autocast_path_matches_fp32(variant):
 
 
 def test_explain_precision_setting():
-    from gpcore.explain import ExplainConfig
+    from gpcore.explanations.run import ExplainConfig
     from gpcore.training.fast import auto_default
 
     assert ExplainConfig(precision="fp32").autocast("cpu") is None

@@ -111,20 +111,20 @@ def test_run_all_rejects_missing_data_in_one_line(tmp_path):
 
 
 def test_report_rejects_a_missing_results_folder_in_one_line(tmp_path, capsys):
-    from gpcore.report import main
+    from gpcore.study.report import main
 
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path / "results"), "--readme", str(tmp_path / "README.md")])
     assert err.value.code == EXIT_BAD_INPUT
     line = capsys.readouterr().err.strip()
-    assert line.startswith("python -m gpcore.report: error: ") and "\n" not in line
+    assert line.startswith("python -m gpcore.study.report: error: ") and "\n" not in line
 
 
 # ------------------------------------------------------------------------------------------
 # Bad configuration, rejected by name (issue 15, item 5)
 # ------------------------------------------------------------------------------------------
 def test_a_typo_in_a_profile_names_the_file_and_the_close_key(tmp_path):
-    from gpcore.config import load_profile
+    from gpcore.configs import load_profile
     from gpcore.errors import ConfigError
 
     bad = tmp_path / "mine.yaml"

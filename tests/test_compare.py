@@ -1,4 +1,4 @@
-"""gpcore compare / gpcore.explain on tiny trained runs: the table, the cache, the figures, and
+"""gpcore compare / gpcore.explanations.run on tiny trained runs: the table, the cache, the figures, and
 the per-run explanation metrics against direct computations."""
 import json
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from gpcore.evaluation.explanation import activation_precision, deletion_curve
-from gpcore.explain import ExplainConfig, explain_run, load_run, own_maps, spread_rows
+from gpcore.explanations.run import ExplainConfig, explain_run, load_run, own_maps, spread_rows
 from gpcore.training import train
 from fake_data import fake_store
 
@@ -32,7 +32,7 @@ def test_spread_rows_is_deterministic_and_bounded():
 
 
 def test_compare_writes_table_figures_and_reuses_explanations(runs, tmp_path):
-    from gpcore.compare import compare
+    from gpcore.evaluation.compare import compare
 
     out = compare(runs, tmp_path / "cmp", CFG, n_resamples=100, progress=False)
     table = pd.read_csv(out / "comparison.csv")
@@ -69,7 +69,7 @@ def test_explain_metrics_match_direct_computation(runs):
     assert ap.ap.iloc[0] == pytest.approx(direct["ap"])
     assert record["metrics"]["ap_slice_mean"]["estimate"] == pytest.approx(ap.ap.mean())
     # the chunked deletion curve equals deletion_curve over the same slices in one call
-    from gpcore.explain import model_inputs
+    from gpcore.explanations.run import model_inputs
     from gpcore.explanations.captum_maps import LogitsModel
     import torch
 

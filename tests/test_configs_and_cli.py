@@ -10,7 +10,7 @@ from helpers import small_model
 
 @pytest.mark.parametrize("name", list_models())
 def test_config_files_hold_the_paper_configuration(name):
-    model_name, cfg = read_config_file(ROOT / "configs" / "models" / f"{name}.yaml")
+    model_name, cfg = read_config_file(ROOT / "gpcore" / "configs" / "models" / f"{name}.yaml")
     assert model_name == name
     with torch.device("meta"):
         assert create_model(name, **cfg).config == create_model(name).config
@@ -50,9 +50,9 @@ def test_a_profile_changes_its_sections_for_one_study(tmp_path):
     training; runs record the study only where its sections changed something."""
     import pytest
 
-    from gpcore.config import load_profile
+    from gpcore.configs import load_profile
     from gpcore.errors import ConfigError
-    from gpcore.pipeline import study_plan
+    from gpcore.study.pipeline import study_plan
     from gpcore.training.config import resolve_config
 
     mine = tmp_path / "mine.yaml"

@@ -8,8 +8,8 @@ import yaml
 from gpcore.data.store import build_store
 from gpcore.evaluation.crossval import cross_validation_tables
 from gpcore.evaluation.segmentation import bootstrap_median_ci, score_slices
-from gpcore.pipeline import parse_folds, study_plan
-from gpcore.segmentation.maps import brain_mask
+from gpcore.study.pipeline import parse_folds, study_plan
+from gpcore.inference.maps import brain_mask
 from fake_data import fake_subject
 
 SIZE = 32
@@ -103,7 +103,7 @@ def test_folds_option_parses_and_checks_range():
 
 
 def test_run_all_rejects_bad_folds():
-    from gpcore.study import main
+    from gpcore.study.runner import main
 
     with pytest.raises(SystemExit, match="--folds"):
         main(["--folds", "9", "--stage", "models"])

@@ -10,7 +10,7 @@ from gpcore.evaluation.segmentation import (bootstrap_mean_ci, bootstrap_median_
                                              bootstrap_median_difference_ci, dice_iou,
                                             evaluate_with_validation_offset, patient_dice_3d,
                                             score_slices, segmentation_summary, select_offset)
-from gpcore.segmentation import heatmap_to_mask
+from gpcore.inference import heatmap_to_mask
 
 H = W = 48
 

@@ -1,4 +1,4 @@
-"""The threshold explorer (gpcore.explorer), headless: the logic class against the threshold
+"""The threshold explorer (gpcore.study.explorer), headless: the logic class against the threshold
 and scoring functions it must reuse, and the ipywidgets UI driven by setting widget values (no
 Jupyter kernel). The evaluated runs are written directly in the layout `gpcore evaluate`
 leaves (predictions/test, evaluation/offset_choice.json, config.yaml), over a tiny real store,
@@ -14,9 +14,9 @@ import yaml
 
 from gpcore.data.store import build_store
 from gpcore.evaluation.segmentation import dice_iou, score_slices
-from gpcore.explorer import ThresholdExplorer, build_explorer, find_evaluated_runs
-from gpcore.segmentation.maps import brain_mask
-from gpcore.segmentation.threshold import heatmap_to_mask, threshold_value
+from gpcore.study.explorer import ThresholdExplorer, build_explorer, find_evaluated_runs
+from gpcore.inference.maps import brain_mask
+from gpcore.inference.threshold import heatmap_to_mask, threshold_value
 from fake_data import fake_subject
 
 matplotlib.use("Agg")
@@ -208,7 +208,7 @@ def test_cleanup_checkbox_applies_the_cleanup(ui):
 def test_map_rule_and_brain_widgets(ui):
     """The map dropdown and the brain-only box change the thresholded map, the mask and the
     cohort score exactly as MaskRule / score_slices do."""
-    from gpcore.segmentation.maps import MaskRule
+    from gpcore.inference.maps import MaskRule
 
     state, ws = ui.state, ui.widgets
     assert (state.map_rule, state.in_brain) == ("predicted", False)  # old choice files
@@ -329,7 +329,7 @@ def test_find_evaluated_runs_and_errors(runs, tmp_path):
 def test_on_a_trained_and_evaluated_run(tmp_path):
     """The explorer reads what `gpcore train` + `gpcore evaluate` really write."""
     from gpcore.data.splits import patient_split, save_split
-    from gpcore.evaluate import evaluate
+    from gpcore.evaluation.run import evaluate
     from gpcore.training import train
 
     subjects = [fake_subject(i, "HGG" if i % 2 else "LGG") for i in range(1, 11)]

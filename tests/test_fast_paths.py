@@ -146,7 +146,7 @@ def test_predict_store_fast_option(tmp_path):
     from fake_data import fake_subject
     from gpcore.data.records import BRATS_CONTRASTS
     from gpcore.data.store import build_store
-    from gpcore.inference import predict_store
+    from gpcore.inference.predict import predict_store
     import json
 
     store = build_store([fake_subject(1), fake_subject(2, "LGG")], tmp_path / "store",
@@ -166,7 +166,7 @@ def test_predict_store_fast_option(tmp_path):
 
 
 def test_efficiency_measurements():
-    from gpcore import efficiency as eff
+    from gpcore.study import efficiency as eff
     from gpcore.models import count_flops, create_model
 
     fwd = eff.forward_flops("gp_unet", 32, wf=2)

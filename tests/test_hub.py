@@ -24,11 +24,11 @@ from safetensors.torch import save as save_safetensors
 from fake_data import fake_subject
 from gpcore.data.records import BRATS_CLASSES, BRATS_CONTRASTS
 from gpcore.data.store import build_store
-from gpcore.inference import predict_store
+from gpcore.inference.predict import predict_store
 from gpcore.models import CheckpointError, create_model, from_hub, resolve_checkpoint
 from gpcore.models.hub import PUBLISHED_REPOS, published_model
-from gpcore.segment import segment
-from gpcore.segmentation import PUBLISHED_OFFSETS
+from gpcore.inference.segment import segment
+from gpcore.inference import PUBLISHED_OFFSETS
 from helpers import small_model
 
 hf_constants = pytest.importorskip("huggingface_hub.constants")
@@ -321,8 +321,8 @@ def test_evaluate_scores_a_hub_model_as_a_run_for_the_explorer_and_segment(hub, 
     run-level tools read like a trained run's (rule chosen on the fold's validation patients,
     the published offset beside it)."""
     from gpcore.cli import main
-    from gpcore.explorer import build_explorer, find_evaluated_runs
-    from gpcore.external import adopt_checkpoint
+    from gpcore.study.explorer import build_explorer, find_evaluated_runs
+    from gpcore.evaluation.external import adopt_checkpoint
 
     fake, models, env = hub
     ids = [fake_subject(i, "HGG" if i % 2 else "LGG") for i in range(1, 5)]

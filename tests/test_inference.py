@@ -11,9 +11,10 @@ from fake_data import fake_subject
 from gpcore.data import DataError
 from gpcore.data.records import BRATS_CLASSES, BRATS_CONTRASTS
 from gpcore.data.store import build_store
-from gpcore.inference import predict_store
+from gpcore.inference.predict import predict_store
 from gpcore.models import create_model, save_model
-from gpcore.segment import segment
+from gpcore.inference.patient import RULE as PATIENT_RULE, patient_class
+from gpcore.inference.segment import segment
 
 SIZE = 32
 
@@ -139,7 +140,10 @@ def test_segment_phantom_subjects(phantom, segmented):
             .sum(0).tolist()
         summary = json.loads((folder / f"{sid}_summary.json").read_text())
         assert summary["predicted_class"] in BRATS_CLASSES
-        assert "argmax of the mean LGG and HGG probabilities" in summary["rule"]
+        assert summary["rule"] == PATIENT_RULE
+        # the class written is the rule the evaluation scores, applied to the slices written
+        probs = slices[[f"prob_{c}" for c in BRATS_CLASSES]].to_numpy()
+        assert summary["predicted_class"] == patient_class(probs, BRATS_CLASSES, 0).name
         assert summary["tumour_volume_voxels"] == int(m.sum())
         assert summary["offset"] == 0.3 and summary["model"] == "gp_unet"
         assert summary["checkpoint"].endswith("gp_unet.safetensors")
@@ -238,7 +242,7 @@ def test_segment_subject_folder_with_missing_contrast(phantom, checkpoint, tmp_p
 
 
 def test_overview_shows_the_largest_masks():
-    from gpcore.segment import overview_slices
+    from gpcore.inference.segment import overview_slices
 
     mask = np.zeros((8, 8, 6), np.uint8)  # unsigned, as written to NIfTI
     mask[:3, :3, 4] = 1
@@ -282,7 +286,7 @@ def test_segment_is_independent_of_the_input_orientation(phantom, checkpoint, tm
 
 
 def test_square_fov_padding():
-    from gpcore.segment import square_fov
+    from gpcore.inference.segment import square_fov
 
     assert square_fov((240, 240), (1.0, 1.0)) == ((0, 0), (0, 0))
     assert square_fov((120, 240), (2.0, 1.0)) == ((0, 0), (0, 0))  # square FOV, 2:1 voxels

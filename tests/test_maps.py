@@ -1,11 +1,11 @@
-"""Map rules (gpcore.segmentation.maps): which map is thresholded, the brain restriction, and
+"""Map rules (gpcore.inference.maps): which map is thresholded, the brain restriction, and
 their choice on validation data beside the offset (evaluation.select_map_rule)."""
 import numpy as np
 import pytest
 
 from gpcore.evaluation.segmentation import dice_iou, score_slices, select_map_rule
-from gpcore.segmentation import heatmap_to_mask
-from gpcore.segmentation.maps import (MAP_RULES, MaskRule, brain_mask, peak_outside_brain,
+from gpcore.inference import heatmap_to_mask
+from gpcore.inference.maps import (MAP_RULES, MaskRule, brain_mask, peak_outside_brain,
                                       tumour_map)
 
 H = W = 32

@@ -1,10 +1,10 @@
-"""python -m gpcore.report: the README's results section is generated from the result tables."""
+"""python -m gpcore.study.report: the README's results section is generated from the result tables."""
 import json
 
 import pandas as pd
 import pytest
 
-from gpcore.report import END, START, main, section
+from gpcore.study.report import END, START, main, section
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from gpcore.study import STAGES, run_study
+from gpcore.study.runner import STAGES, run_study
 
 TABLES = ["models", "data_counts", "split_summary", "training", "classification",
           "classification_per_class", "tumour_only_grade", "patient_grade", "segmentation",

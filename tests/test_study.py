@@ -6,7 +6,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from gpcore.study import STAGES, Stage, run_study
+from gpcore.study.runner import STAGES, Stage, run_study
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
-from gpcore.segmentation import (PUBLISHED_OFFSETS, clean_mask, heatmap_channel,
+from gpcore.inference import (PUBLISHED_OFFSETS, clean_mask, heatmap_channel,
                                  heatmap_to_mask, threshold_value)
-from gpcore.segmentation.threshold import (closing, fill_small_holes, largest_component,
+from gpcore.inference.threshold import (closing, fill_small_holes, largest_component,
                                            remove_small_objects)
 
 
@@ -211,7 +211,7 @@ def test_two_valued_all_negative_map_gives_an_empty_mask():
 
 
 def test_relative_threshold_follows_the_peak_and_ignores_the_sign():
-    from gpcore.segmentation.threshold import mask_from_rule, threshold_rule
+    from gpcore.inference.threshold import mask_from_rule, threshold_rule
 
     hm = np.full((20, 20), -3.0)
     hm[2:12, 2:12] = -2.0          # brain-wide plateau

@@ -27,7 +27,7 @@ def data(tmp_path_factory):
 
 
 def _cli(store, split, out, *extra, resume=False):
-    cmd = [sys.executable, "-m", "gpcore.train", "--store", str(store), "--split", str(split),
+    cmd = [sys.executable, "-m", "gpcore.training.cli", "--store", str(store), "--split", str(split),
            "--profile", "smoke", "--out", str(out), "--no-progress", *extra]
     return cmd + (["--resume"] if resume else [])
 
@@ -124,7 +124,7 @@ def create_model_init(key):
 
 
 def test_evaluate_writes_tables_and_figures_with_a_validation_offset(data, tmp_path):
-    from gpcore.evaluate import evaluate
+    from gpcore.evaluation.run import evaluate
 
     store, split = data
     run = train(store, split, tmp_path / "run", profile="smoke", progress=False,
@@ -152,7 +152,7 @@ def test_evaluate_writes_tables_and_figures_with_a_validation_offset(data, tmp_p
 
 
 def test_fold_aggregation_pools_every_patient_once(data, tmp_path):
-    from gpcore.evaluate import aggregate_folds, evaluate
+    from gpcore.evaluation.run import aggregate_folds, evaluate
 
     store, split = data
     runs = []

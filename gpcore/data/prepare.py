@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ..config import load_profile
+from ..configs import load_profile
 from .errors import DataError
 from .records import BRATS_CLASSES, BRATS_CONTRASTS
 from .splits import patient_split, published_split, save_split

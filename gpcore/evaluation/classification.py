@@ -3,7 +3,7 @@
 Spec: ``evaluation.md`` (Classification, Reporting); confusion matrices follow defect D13 of
 ``gp-models.md``: **rows = true class, columns = predicted class**.
 
-Vocabulary (as in ``gpcore.inference`` prediction folders):
+Vocabulary (as in ``gpcore.inference.predict`` prediction folders):
 
 * ``y_true``  (N,) int class codes ``0..K-1`` (class-name strings from ``classes`` also accepted)
 * ``prob``    (N, K) float, softmax probabilities (``probabilities.npy``); the prediction of a
@@ -32,6 +32,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, confusion_
                              precision_recall_curve, precision_recall_fscore_support,
                              roc_auc_score, roc_curve)
 
+from ..inference.patient import patient_class
 from ..io import save_figure, write_table
 
 __all__ = ["slice_metrics", "tumour_only_grade_accuracy", "patient_grade", "patient_grade_auc",
@@ -166,11 +167,12 @@ def tumour_only_grade_accuracy(y_true, prob, classes: Sequence[str],
 
 def patient_grade(y_true, prob, patient_ids, classes: Sequence[str], healthy: str = "Healthy",
                   low: str = "LGG", high: str = "HGG") -> pd.DataFrame:
-    """Per-patient grade from aggregated slice probabilities.
+    """Per-patient grade from aggregated slice probabilities, by the rule ``gpcore segment``
+    outputs (:func:`gpcore.inference.patient.patient_class`).
 
-    Rule: a slice's high-grade share is ``s = P(high) / (P(low) + P(high))`` (0.5 where both
-    are 0). The patient's score is the mean of ``s`` over its slices **predicted as tumour**
-    (K-class argmax ≠ ``healthy``), or over all its slices if none is. Predicted grade =
+    That is: a slice's high-grade share is ``s = P(high) / (P(low) + P(high))`` (0.5 where
+    both are 0). The patient's score is the mean of ``s`` over its slices **predicted as
+    tumour** (argmax ≠ ``healthy``), or over all its slices if none is. Predicted grade =
     ``high`` if score ≥ 0.5, else ``low``. The true grade is the non-Healthy label present
     among the patient's slices (more than one raises ``ValueError``); patients with only
     Healthy slices are excluded, and counted in ``table.attrs["n_healthy_only"]`` (their IDs in
@@ -186,10 +188,6 @@ def patient_grade(y_true, prob, patient_ids, classes: Sequence[str], healthy: st
     pids = np.asarray(patient_ids).reshape(-1)
     if pids.shape[0] != y.shape[0]:
         raise ValueError(f"patient_ids has {pids.shape[0]} rows, y_true has {y.shape[0]}")
-    denom = prob[:, lo] + prob[:, hi]
-    share = np.divide(prob[:, hi], denom, out=np.full(len(y), 0.5), where=denom > 0)
-    tumour_pred = prob.argmax(axis=1) != h
-
     rows, healthy_only = [], []
     for pid in sorted(set(pids.tolist()), key=str):
         idx = np.flatnonzero(pids == pid)
@@ -199,15 +197,11 @@ def patient_grade(y_true, prob, patient_ids, classes: Sequence[str], healthy: st
             continue
         if len(grades) > 1:
             raise ValueError(f"patient {pid!r} has several grades: {[classes[g] for g in grades]}")
-        used = idx[tumour_pred[idx]]
-        over = "predicted tumour" if used.size else "all slices"
-        if not used.size:
-            used = idx
-        score = float(share[used].mean())
+        pc = patient_class(prob[idx][:, [h, lo, hi]], [healthy, low, high], 0)
         rows.append({"patient_id": pid, "true_grade": classes[grades[0]],
-                     "pred_grade": high if score >= 0.5 else low, "score": score,
-                     "n_slices": int(idx.size), "n_slices_used": int(used.size),
-                     "aggregated_over": over})
+                     "pred_grade": pc.tumour_class, "score": pc.shares[high],
+                     "n_slices": int(idx.size), "n_slices_used": pc.n_slices_used,
+                     "aggregated_over": pc.aggregated_over})
     table = pd.DataFrame(rows, columns=["patient_id", "true_grade", "pred_grade", "score",
                                         "n_slices", "n_slices_used", "aggregated_over"])
     table.attrs["n_healthy_only"] = len(healthy_only)
@@ -378,9 +372,9 @@ def write_classification_report(y_true, prob, classes: Sequence[str], patient_id
         frame = pd.DataFrame(prob, columns=classes).assign(patient_id=np.asarray(patient_ids), y=y)
         rows = []
         for pid, part in frame.groupby("patient_id", sort=False):
-            mean = part[classes].to_numpy().mean(axis=0)
+            pc = patient_class(part[classes].to_numpy(), classes, None)
             rows.append({"patient_id": pid, "true_grade": classes[int(part.y.mode().iloc[0])],
-                         "pred_grade": classes[int(mean.argmax())], "score": float(mean.max()),
+                         "pred_grade": pc.tumour_class, "score": max(pc.shares.values()),
                          "n_slices": len(part)})
         ptable = pd.DataFrame(rows)
         tumour.update(n_patients=len(ptable), patient_accuracy=float(

@@ -23,7 +23,7 @@ LOCALISES_RATIO = 2.0
 
 def all_brain_dice(store, rows: np.ndarray) -> np.ndarray:
     """Slice Dice of the all-brain mask against the whole-tumour truth, ``(len(rows),)``."""
-    from ..segmentation.maps import brain_masks
+    from ..inference.maps import brain_masks
     from .segmentation import dice_per_slice
 
     rows = np.asarray(rows, np.int64)
@@ -162,7 +162,7 @@ def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rule(run: Path) -> str:
-    from ..segmentation.maps import MaskRule
+    from ..inference.maps import MaskRule
 
     return MaskRule.from_choice(json.loads(
         (run / "evaluation" / "offset_choice.json").read_text())).describe()

@@ -89,7 +89,7 @@ def example_rows(scores: pd.DataFrame, classes) -> list[tuple[str, str, int]]:
 def plot_example_grid(scores: pd.DataFrame, images, heatmaps, masks, classes, rule,
                       title: str, channel: int = 0, healthy_class: int | None = 0):
     """Rows: best, median and worst test slice of each class. Columns: image, the map that
-    ``rule`` (a :class:`~gpcore.segmentation.maps.MaskRule`) thresholds, thresholded mask,
+    ``rule`` (a :class:`~gpcore.inference.maps.MaskRule`) thresholds, thresholded mask,
     with the ground-truth contour on each."""
     import matplotlib.pyplot as plt
 

@@ -1,13 +1,13 @@
 """Weakly-supervised segmentation scores (spec ``evaluation.md``, "Weakly-supervised
 segmentation"; defects D7 and D9 of ``gp-models.md`` §8).
 
-Inputs are what :func:`gpcore.inference.predict_store` writes: ``heatmaps (N, K, H, W)``
+Inputs are what :func:`gpcore.inference.predict.predict_store` writes: ``heatmaps (N, K, H, W)``
 (float16, usually memory-mapped), ``probabilities (N, K)``, plus the store's ground-truth
 ``masks (N, H, W)`` (BraTS sub-region labels allowed: tumour is ``masks > 0``) and the true
 ``labels (N,)``.
 
 * :func:`score_slices` thresholds one heatmap channel per slice with the published rule
-  (:mod:`gpcore.segmentation.threshold`) and writes one row per slice: areas, intersection,
+  (:mod:`gpcore.inference.threshold`) and writes one row per slice: areas, intersection,
   unsmoothed Dice and IoU.
 * :func:`segmentation_summary`: median Dice / IoU over tumour slices with a patient-level
   bootstrap CI (percentile), per true class too, and the healthy-slice false-positive rate.
@@ -25,8 +25,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from gpcore.segmentation.maps import MAP_RULES, check_rule, tumour_map
-from gpcore.segmentation.threshold import (THRESHOLDS, check_threshold, mask_from_rule,
+from gpcore.inference.maps import MAP_RULES, check_rule, tumour_map
+from gpcore.inference.threshold import (THRESHOLDS, check_threshold, mask_from_rule,
                                           threshold_rule)
 
 #: default grid of the relative threshold's fraction f (``threshold="relative"``)
@@ -184,7 +184,7 @@ def _score_configs(heatmaps, probabilities, masks, labels, configs, channel="pre
                for r, b, t, o, c in configs]
     if brain is None and any(b for _, b, _, _, _ in configs):
         raise ValueError("a brain-restricted map rule needs the brain masks (brain=...); see "
-                         "gpcore.segmentation.maps.brain_masks")
+                         "gpcore.inference.maps.brain_masks")
     if len(heatmaps.shape) != 4:
         raise ValueError(f"heatmaps must be (N, K, H, W), got shape {heatmaps.shape}")
     n_all, k, h, w = heatmaps.shape
@@ -237,7 +237,7 @@ def score_slices(heatmaps, probabilities, masks, labels, offset: float, cleanup:
         probabilities: ``(N, K)`` class probabilities; ``pred`` is their argmax.
         masks: ``(N, H, W)`` ground truth; tumour is ``masks > 0`` (BraTS labels allowed).
         labels: ``(N,)`` true class indices.
-        offset, cleanup, scale: as :func:`gpcore.segmentation.heatmap_to_mask`; ``scale``
+        offset, cleanup, scale: as :func:`gpcore.inference.heatmap_to_mask`; ``scale``
             defaults to ``H / 240``.
         channel: ``"predicted"`` (as published) or ``"true"`` (the true class's channel).
             A slice whose channel class is ``healthy_class`` (predicted Healthy under
@@ -247,12 +247,12 @@ def score_slices(heatmaps, probabilities, masks, labels, offset: float, cleanup:
         rows: score only these rows (default all), in this order.
         workers: processes (default ``os.cpu_count()``); used when more than
             :data:`PARALLEL_MIN` slices are scored and ``fork`` is available.
-        rule: the map rule (:data:`gpcore.segmentation.maps.MAP_RULES`): the predicted
+        rule: the map rule (:data:`gpcore.inference.maps.MAP_RULES`): the predicted
             class's map (published), the sum of the tumour maps, or tumour-vs-healthy evidence.
         in_brain: threshold inside the brain only; needs ``brain (N, H, W)`` bool masks
-            (:func:`gpcore.segmentation.maps.brain_masks`).
+            (:func:`gpcore.inference.maps.brain_masks`).
         threshold: ``"multiotsu"`` (published) or ``"relative"`` (``offset`` is then the
-            fraction f; :mod:`gpcore.segmentation.threshold`).
+            fraction f; :mod:`gpcore.inference.threshold`).
 
     Returns:
         one row per slice: ``row, pred, label, prob_pred, gt_area, mask_area, intersection,

@@ -57,7 +57,7 @@ def create_model(name: str | None = None, *, checkpoint: str | os.PathLike | Non
 
 
 def read_config_file(path: str | os.PathLike) -> tuple[str, dict]:
-    """``(model name, cfg)`` from a YAML file ``{model: NAME, config: {...}}`` (``configs/models``)."""
+    """``(model name, cfg)`` from a YAML file ``{model: NAME, config: {...}}`` (``gpcore/configs/models``)."""
     import yaml
 
     data = yaml.safe_load(open(path))

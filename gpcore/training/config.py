@@ -1,4 +1,4 @@
-"""Training configuration: YAML defaults (``configs/train.yaml``, with per-model defaults under
+"""Training configuration: YAML defaults (``gpcore/configs/train.yaml``, with per-model defaults under
 ``model_train:``) + the profile's ``train:`` and ``model_train:`` sections, then command-line
 overrides ``key=value`` (dotted keys, YAML values), resolved once and saved as ``config.yaml``
 in the run folder."""
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import yaml
 
-from ..config import CONFIGS, load_profile, profile_path
-from ..config import merge as _merge
+from ..configs import CONFIGS, load_profile, profile_path
+from ..configs import merge as _merge
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -30,7 +30,7 @@ def resolve_config(profile: str = "quick", model: str = "gp_unet",
     """The training configuration of ``model`` under ``profile`` (for ``study``: with the
     profile's ``studies.<study>`` sections, recorded as ``"study"`` when there are any).
 
-    ``train``: ``configs/train.yaml``'s ``train`` <- its ``model_train.<model>`` (per-model
+    ``train``: ``gpcore/configs/train.yaml``'s ``train`` <- its ``model_train.<model>`` (per-model
     defaults, e.g. MProtoNet's optimiser and objective) <- the profile's ``train`` <- the
     profile's ``model_train.<model>`` <- overrides. ``model``: the profile's
     ``models.<model>`` constructor options <- overrides.
@@ -56,8 +56,8 @@ def resolve_config(profile: str = "quick", model: str = "gp_unet",
 def _check(cfg: dict, train: dict, model_train: dict, profile: str, model: str,
            overrides: dict) -> None:
     """Unknown ``train`` keys and model options raise, naming where they came from
-    (``train`` / ``model_train``: ``configs/train.yaml``'s sections, the known keys)."""
-    from ..config import check_keys
+    (``train`` / ``model_train``: ``gpcore/configs/train.yaml``'s sections, the known keys)."""
+    from ..configs import check_keys
     from ..models.registry import model_options
 
     known = set(train)

@@ -143,7 +143,7 @@ class FastPaths:
 
     @classmethod
     def auto(cls, device: torch.device | str, compile: bool = False) -> "FastPaths":
-        """Every switch on ``"auto"`` (the defaults of ``configs/train.yaml``)."""
+        """Every switch on ``"auto"`` (the defaults of ``gpcore/configs/train.yaml``)."""
         cfg = {key: "auto" for key in SWITCHES if key != "compile"}
         cfg.update(compile=compile, persistent_workers=True)
         return cls.from_config(cfg, device)

@@ -379,7 +379,7 @@ def build_objective(ctx: TrainingContext, train_cfg: dict) -> CrossEntropyObject
     cfg = train_cfg.get(name) or {}
     if name != "cross_entropy" and not cfg:
         raise ValueError(f"objective {name!r} needs a 'train.{name}' section in the training "
-                         f"configuration (configs/train.yaml, model_train.<model>.{name})")
+                         f"configuration (gpcore/configs/train.yaml, model_train.<model>.{name})")
     return OBJECTIVES[name](ctx, cfg)
 
 

@@ -1,6 +1,6 @@
-"""``python -m gpcore.train`` / ``gpcore train``: train a model on a slice store.
+"""``python -m gpcore.training.cli`` / ``gpcore train``: train a model on a slice store.
 
-Multi-GPU or multi-node: ``torchrun --nproc_per_node=N -m gpcore.train ...`` (DDP; the batch
+Multi-GPU or multi-node: ``torchrun --nproc_per_node=N -m gpcore.training.cli ...`` (DDP; the batch
 size is per process, so the global batch is N × batch_size × accumulate).
 """
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .models import list_models
-from .config import CONFIGS
+from ..models import list_models
+from ..configs import CONFIGS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--model", default="gp_unet", choices=list_models())
     p.add_argument("--profile", default="quick",
-                   help="smoke | quick | paper, or a profile YAML (configs/profiles)")
+                   help="smoke | quick | paper, or a profile YAML (gpcore/configs/profiles)")
     p.add_argument("--study", help="apply the profile's sections for this study "
                    "(its studies: section, e.g. figshare)")
     p.add_argument("--out", required=True, help="run folder")
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .training import train
+    from . import train
 
     train(args.store, args.split, args.out, model=args.model, fold=args.fold,
           profile=args.profile, overrides=args.overrides, resume=args.resume,
@@ -46,13 +46,13 @@ def add_cli(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpcore.train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gpcore.training.cli", description=__doc__)
     add_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     args = parser.parse_args(argv)
-    from .errors import one_line_errors
+    from ..errors import one_line_errors
 
-    with one_line_errors("python -m gpcore.train", args.debug):
+    with one_line_errors("python -m gpcore.training.cli", args.debug):
         return run(args)
 
 

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+#: the repository checkout (notebooks/, results/, figures/, runs/): the study runs from a clone
+ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ("phantom", "brats2020", "figshare")
 PROFILES = ("smoke", "quick", "paper")
 KERNEL = "gpcore"
@@ -37,13 +38,14 @@ STAGES = (Stage("models", "01_models.ipynb"), Stage("data", "02_data.ipynb"),
 
 
 def _sources_digest() -> str:
-    """Hash of gpcore's sources and of configs/ (profiles, model and training defaults): a code
+    """Hash of gpcore's sources and of gpcore/configs (profiles, model and training defaults): a code
     or configuration change re-runs the stages (training then retrains only the runs whose
-    configuration changed, :func:`gpcore.pipeline.set_aside_if_stale`)."""
+    configuration changed, :func:`gpcore.study.pipeline.set_aside_if_stale`)."""
     h = hashlib.sha256()
-    files = sorted((ROOT / "gpcore").rglob("*.py")) + sorted((ROOT / "configs").rglob("*.yaml"))
+    package = Path(__file__).resolve().parents[1]
+    files = sorted(package.rglob("*.py")) + sorted(package.rglob("*.yaml"))
     for path in files:
-        h.update(path.relative_to(ROOT).as_posix().encode())
+        h.update(path.relative_to(package.parent).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()
 
@@ -112,7 +114,7 @@ def run_study(study: str = "phantom", profile: str = "quick", data: str | None =
     if data is not None and not Path(data).exists():
         raise SystemExit(f"--data {data}: no such folder")
     if folds:
-        from .config import load_profile
+        from ..configs import load_profile
         from .pipeline import parse_folds
 
         n_folds = int((load_profile(profile, study).get("data") or {}).get("folds", 5))
@@ -161,9 +163,7 @@ def run_study(study: str = "phantom", profile: str = "quick", data: str | None =
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", choices=STUDIES, default="phantom")
     parser.add_argument("--profile", choices=PROFILES, default="quick")
     parser.add_argument("--data", help="dataset folder (BraTS 2020 or Figshare) for real studies")
@@ -173,13 +173,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", help="folds to train and evaluate: 'all' or e.g. '0,2' "
                         "(default: the profile's, fold 0 for smoke and quick); with more than "
                         "one, the tables add mean ± sd over folds and the pooled test patients")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_study(args.study, args.profile, args.data, args.force, args.stage, args.folds)
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("study", help="run the study's notebooks headless (what run_all.sh runs)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     args = parser.parse_args(argv)
-    from .errors import one_line_errors
+    from ..errors import one_line_errors
 
     with one_line_errors("run_all.sh", args.debug):
-        return run_study(args.study, args.profile, args.data, args.force, args.stage,
-                         args.folds)
+        return run(args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Where the project's YAML configuration lives, and profile loading (kept free of heavy
+"""Where the project's YAML configuration lives (``gpcore/configs``: ``train.yaml``,
+``profiles/*.yaml``, ``models/*.yaml``), and profile loading (kept free of heavy
 imports: data preparation and training both read profiles).
 
 A profile may change its sections for one study (``studies: {figshare: {data: ...}}``):
@@ -8,15 +9,17 @@ name (``quick``) means "minutes on a CPU" for the phantom and for Figshare alike
 from __future__ import annotations
 
 import copy
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+#: the YAML files shipped inside the package (a wheel carries them; read with importlib.resources)
+CONFIGS = Path(str(files(__name__)))
 
 
 #: the sections of a profile and the keys of its ``data`` and ``explain`` sections (``train``
-#: keys are checked against ``configs/train.yaml``, model options against the constructors)
+#: keys are checked against ``gpcore/configs/train.yaml``, model options against the constructors)
 PROFILE_KEYS = {
     "name": None, "train": None, "models": None, "model_train": None, "studies": None,
     "data": {"phantom_subjects", "phantom_seed", "phantom_hgg_fraction", "slice_size", "folds",
@@ -31,7 +34,7 @@ def check_keys(found, known, where: str) -> None:
     ``found`` holds a key not in ``known`` (a typo would otherwise be silently ignored)."""
     import difflib
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     unknown = sorted(set(found) - set(known))
     if unknown:
@@ -43,7 +46,7 @@ def check_keys(found, known, where: str) -> None:
 
 def check_profile(profile: dict, path) -> dict:
     """The sections and data / explain keys of a profile read from ``path``."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     if not isinstance(profile, dict):
         raise ConfigError(f"{path}: a profile is a YAML mapping of sections "
@@ -84,13 +87,13 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def profile_path(name_or_path: str) -> Path:
-    """``configs/profiles/<name>.yaml`` for a profile name, else the path itself."""
+    """``gpcore/configs/profiles/<name>.yaml`` for a profile name, else the path itself."""
     path = Path(name_or_path)
     return CONFIGS / "profiles" / f"{name_or_path}.yaml" if not path.suffix else path
 
 
 def load_profile(name_or_path: str, study: str | None = None) -> dict:
-    """A profile YAML (``configs/profiles/<name>.yaml`` or a path), its keys checked; with
+    """A profile YAML (``gpcore/configs/profiles/<name>.yaml`` or a path), its keys checked; with
     ``study``, that study's ``studies:`` sections merged over the others."""
     path = profile_path(name_or_path)
     if not path.is_file():
@@ -99,7 +102,7 @@ def load_profile(name_or_path: str, study: str | None = None) -> dict:
     try:
         profile = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     profile = check_profile(profile, path)

@@ -105,7 +105,7 @@ class MaskRule:
     offset: float = 0.3
     cleanup: bool = True
     #: ``"multiotsu"`` (published; ``offset`` below the upper threshold) or ``"relative"``
-    #: (``offset`` = the fraction f of :mod:`gpcore.segmentation.threshold`)
+    #: (``offset`` = the fraction f of :mod:`gpcore.inference.threshold`)
     threshold: str = "multiotsu"
 
     def __post_init__(self):

@@ -27,9 +27,9 @@ import pandas as pd
 import torch
 import yaml
 
-from .data.splits import load_split, split_rows
-from .data.store import SliceStore
-from .io import atomic_path, write_table
+from ..data.splits import load_split, split_rows
+from ..data.store import SliceStore
+from ..io import atomic_path, write_table
 
 VERSION = 1
 
@@ -54,7 +54,7 @@ class ExplainConfig:
 
     def autocast(self, device) -> torch.dtype | None:
         """The autocast dtype of the explanation forwards on ``device`` (None: fp32)."""
-        from .training.fast import auto_default
+        from ..training.fast import auto_default
 
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"explain.precision must be auto, bf16 or fp32, "
@@ -66,7 +66,7 @@ class ExplainConfig:
     @classmethod
     def from_profile(cls, profile: str | None, study: str | None = None,
                      **overrides) -> "ExplainConfig":
-        from .config import load_profile
+        from ..configs import load_profile
 
         values = dict(load_profile(profile, study).get("explain") or {}) if profile else {}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -84,8 +84,8 @@ def spread_rows(candidates: np.ndarray, patients: np.ndarray, n: int) -> np.ndar
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> dict:
     """Model, store, test rows and test predictions of an evaluated run."""
-    from .evaluate import _predictions
-    from .inference import load_checkpoint
+    from ..evaluation.run import _predictions
+    from ..inference.predict import load_checkpoint
 
     run = Path(run_dir)
     if not (run / "best.safetensors").is_file():
@@ -114,7 +114,7 @@ def own_maps(test: dict, positions: np.ndarray, channel=None) -> np.ndarray:
 
 def model_inputs(loaded: dict, positions: np.ndarray) -> torch.Tensor:
     """Normalised model inputs ``(n, C, H, W)`` of test ``positions``."""
-    from .inference import normalise_batch
+    from ..inference.predict import normalise_batch
 
     rows = loaded["test"]["index"]["row"].to_numpy()[positions]
     uniq, inverse = np.unique(rows, return_inverse=True)
@@ -123,7 +123,7 @@ def model_inputs(loaded: dict, positions: np.ndarray) -> torch.Tensor:
 
 def activation_precision_table(test: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per GT-tumour slice AP / DSC@0.5, and per patient on the stacked tumour-grade maps."""
-    from .evaluation.explanation import activation_precision
+    from ..evaluation.explanation import activation_precision
 
     masks, labels, pids = test["masks"], test["labels"], test["patient_ids"]
     tumour = np.flatnonzero(masks.reshape(len(masks), -1).any(1))
@@ -148,9 +148,9 @@ def deletion(loaded: dict, cfg: ExplainConfig, progress: bool = True
     memory is bounded by ``ids_max_slices`` predictions, not images."""
     from tqdm.auto import tqdm
 
-    from .evaluation.explanation import (curve_from_predictions, deletion_predictions,
+    from ..evaluation.explanation import (curve_from_predictions, deletion_predictions,
                                          incremental_deletion_score)
-    from .explanations.captum_maps import LogitsModel
+    from .captum_maps import LogitsModel
 
     test = loaded["test"]
     positions = spread_rows(np.arange(len(test["labels"])), test["patient_ids"],
@@ -171,8 +171,8 @@ def deletion(loaded: dict, cfg: ExplainConfig, progress: bool = True
 
 def brain_masks(loaded: dict, positions: np.ndarray) -> np.ndarray:
     """``(n, H, W)`` brain masks of the test slices at ``positions``: the same brain as the
-    map rules' restriction (:func:`gpcore.segmentation.maps.brain_mask`)."""
-    from .segmentation.maps import brain_masks as store_brain_masks
+    map rules' restriction (:func:`gpcore.inference.maps.brain_mask`)."""
+    from ..inference.maps import brain_masks as store_brain_masks
 
     rows = loaded["test"]["index"]["row"].to_numpy()[positions]
     return store_brain_masks(loaded["store"].images, rows)
@@ -184,8 +184,8 @@ def captum_agreement(loaded: dict, positions: np.ndarray, cfg: ExplainConfig,
     their agreement with the model's own map; returns the per-slice table and the maps."""
     from tqdm.auto import tqdm
 
-    from .evaluation.agreement import correlations, pointing_game, top_k_iou
-    from .explanations.captum_maps import guided_backprop_maps, occlusion_maps
+    from ..evaluation.agreement import correlations, pointing_game, top_k_iou
+    from .captum_maps import guided_backprop_maps, occlusion_maps
 
     test = loaded["test"]
     own = own_maps(test, positions)
@@ -225,7 +225,7 @@ def captum_agreement(loaded: dict, positions: np.ndarray, cfg: ExplainConfig,
 
 def summarise(values: pd.Series, groups, how: str, n_resamples: int, seed: int) -> dict:
     """``{estimate, low, high, n}``: median or mean (rates) with a patient-bootstrap CI."""
-    from .evaluation.segmentation import bootstrap_mean_ci, bootstrap_median_ci
+    from ..evaluation.segmentation import bootstrap_mean_ci, bootstrap_median_ci
 
     v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     fn = bootstrap_median_ci if how == "median" else bootstrap_mean_ci
@@ -237,7 +237,7 @@ def explain_run(run_dir: str | Path, cfg: ExplainConfig | None = None, device: s
                 figure_positions: np.ndarray | None = None, progress: bool = True) -> Path:
     """Compute AP, IDS and Captum agreement of an evaluated run; returns
     ``RUN_DIR/explanations`` (reused when its settings are unchanged)."""
-    from .explanations.captum_maps import guided_backprop_note
+    from .captum_maps import guided_backprop_note
 
     cfg = cfg or ExplainConfig()
     run = Path(run_dir)
@@ -295,3 +295,21 @@ def explain_run(run_dir: str | Path, cfg: ExplainConfig | None = None, device: s
     with atomic_path(done) as tmp:
         tmp.write_text(json.dumps(record, indent=2, default=float) + "\n")
     return out
+
+
+def _run_cli(args) -> int:
+    cfg = ExplainConfig.from_profile(args.profile, args.study)
+    out = explain_run(args.run_dir, cfg, device=args.device, progress=not args.no_progress)
+    print(f"explanations of {args.run_dir}: {out}")
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("explain", help="activation precision, deletion (IDS) and Captum "
+                       "agreement of an evaluated run (writes RUN_DIR/explanations)")
+    p.add_argument("run_dir", help="a run folder evaluated with gpcore evaluate")
+    p.add_argument("--profile", default="quick", help="the profile whose explain: section to use")
+    p.add_argument("--study", help="apply the profile's sections for this study")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_cli)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from .io import atomic_path
+from ..io import atomic_path
 
 #: what ``config.yaml`` holds in place of a training configuration
 EXTERNAL_PROFILE = "external"
@@ -37,12 +37,12 @@ def adopt_checkpoint(checkpoint: str | os.PathLike, store: str | os.PathLike,
     fold has validation and test patients. An existing folder for the same checkpoint, store
     and fold is reused (its predictions too); one for another is an error.
     """
-    from . import __version__
-    from .data.splits import load_split, split_record, split_rows
-    from .data.store import SliceStore
-    from .inference import check_store, load_checkpoint
-    from .models import save_model
-    from .models.hub import checkpoint_source
+    from .. import __version__
+    from ..data.splits import load_split, split_record, split_rows
+    from ..data.store import SliceStore
+    from ..inference.predict import check_store, load_checkpoint
+    from ..models import save_model
+    from ..models.hub import checkpoint_source
 
     store = store if isinstance(store, SliceStore) else SliceStore(store)
     table = load_split(split)

@@ -54,11 +54,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .data.errors import DataError, check_on_error, report
-from .data.records import BRATS_CLASSES, BRATS_CONTRASTS
-from .io import atomic_path, publish_dir
-from .segmentation import PUBLISHED_OFFSETS
-from .segmentation.maps import MAP_RULES, MaskRule
+from ..data.errors import DataError, check_on_error, report
+from ..data.records import BRATS_CLASSES, BRATS_CONTRASTS
+from ..io import atomic_path, publish_dir
+from . import PUBLISHED_OFFSETS
+from .maps import MAP_RULES, MaskRule
+from .patient import RULE as PATIENT_RULE, patient_class
+from ..rundir import RunDir, healthy_index
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 REFERENCE_SIZE = 240  # the published clean-up sizes are in pixels of 240 x 240 slices
@@ -93,8 +95,8 @@ def _stem(path: Path) -> str:
 def discover_inputs(inputs: str | os.PathLike, contrasts: Sequence[str] = BRATS_CONTRASTS,
                     on_error: str = "stop", skipped: list | None = None) -> list[SegmentInput]:
     """The subjects in ``inputs`` (see the module docstring); reads no voxels."""
-    from .data.brats import _find_file, discover_brats, load_brats_volume
-    from .data.records import VolumeSubject
+    from ..data.brats import _find_file, discover_brats, load_brats_volume
+    from ..data.records import VolumeSubject
 
     root = Path(inputs)
     if _is_nifti(root):
@@ -127,7 +129,7 @@ def discover_inputs(inputs: str | os.PathLike, contrasts: Sequence[str] = BRATS_
 
 def _read_volume(path: Path):
     """``(image (C, X, Y, Z) float32, nibabel image)`` of a single 3D or 4D NIfTI volume."""
-    from .data.brats import open_nifti
+    from ..data.brats import open_nifti
 
     img, data = open_nifti(path, "re-export or re-copy the file")
     if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector layout (X, Y, Z, 1, C)
@@ -224,29 +226,30 @@ class _Predictor:
         anisotropic voxels) is zero-padded to a square field of view first (:func:`square_fov`),
         so that resizing to the model's input keeps shapes, and the heatmaps are cropped
         back."""
-        from .data.store import resize_slices
-        from .inference import normalise_batch
+        from ..data.store import resize_slices
+        from .predict import forward_batches, normalise_batch
 
         pads = square_fov(native, spacing)
         padded = (native[0] + sum(pads[0]), native[1] + sum(pads[1]))
-        probs, maps = [], []
-        with torch.inference_mode():
+
+        def batches():
             for start in range(0, len(slices), self.batch_size):
                 chunk = slices[start:start + self.batch_size]
                 if padded != tuple(native):
                     chunk = np.pad(chunk, ((0, 0), (0, 0), pads[0], pads[1]))
                 dummy = np.zeros((len(chunk), *chunk.shape[2:]), np.uint8)
                 chunk, _ = resize_slices(chunk, dummy, self.input_size)
-                x = normalise_batch(chunk, self.normalisation).to(self.device)
-                logits, heatmap = self.model.forward_with_heatmap(x)
-                heatmap = heatmap.float()
-                if tuple(heatmap.shape[-2:]) != padded:
-                    heatmap = F.interpolate(heatmap, size=padded, mode="bilinear",
-                                            align_corners=False)
-                heatmap = heatmap[..., pads[0][0]:pads[0][0] + native[0],
-                                  pads[1][0]:pads[1][0] + native[1]]
-                probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
-                maps.append(heatmap.cpu().numpy())
+                yield normalise_batch(chunk, self.normalisation)
+
+        probs, maps = [], []
+        for logits, heatmap in forward_batches(self.model, batches(), self.device):
+            if tuple(heatmap.shape[-2:]) != padded:
+                heatmap = F.interpolate(heatmap, size=padded, mode="bilinear",
+                                        align_corners=False)
+            heatmap = heatmap[..., pads[0][0]:pads[0][0] + native[0],
+                              pads[1][0]:pads[1][0] + native[1]]
+            probs.append(torch.softmax(logits, 1).cpu().numpy())
+            maps.append(heatmap.cpu().numpy())
         return np.concatenate(probs), np.concatenate(maps)
 
 
@@ -272,7 +275,7 @@ def mask_rule_for(checkpoint: Path, name: str, offset: float | None, cleanup: bo
     ``RUN/evaluation/offset_choice.json``), else the published one (predicted class, whole
     slice, the model's published offset). ``offset`` / ``map_rule`` / ``in_brain`` override
     the respective part; ``cleanup=False`` turns the clean-up off."""
-    choice_file = Path(checkpoint).parent / "evaluation" / "offset_choice.json"
+    choice_file = RunDir(Path(checkpoint).parent).offset_choice_file()
     if choice_file.is_file():
         rule = MaskRule.from_choice(json.loads(choice_file.read_text()))
         source = f"validation-chosen ({choice_file})"
@@ -295,8 +298,8 @@ def mask_rule_for(checkpoint: Path, name: str, offset: float | None, cleanup: bo
 
 def _load_predictor(checkpoint, offset, device, batch_size, cleanup=True, map_rule=None,
                     in_brain=None) -> _Predictor:
-    from .inference import load_checkpoint
-    from .models.hub import checkpoint_source
+    from .predict import load_checkpoint
+    from ..models.hub import checkpoint_source
 
     model, meta = load_checkpoint(checkpoint)
     extra = meta.get("extra") or {}
@@ -312,7 +315,7 @@ def _load_predictor(checkpoint, offset, device, batch_size, cleanup=True, map_ru
     # a Hub model's cached file has no evaluated run folder beside it: the published rule
     local = Path(meta["hub"]["path"]) if "hub" in meta else Path(checkpoint)
     rule, source = mask_rule_for(local, name, offset, cleanup, map_rule, in_brain)
-    healthy = 0 if classes[0].lower() == "healthy" else None
+    healthy = healthy_index(classes)
     input_size = extra.get("input_size")
     return _Predictor(model.to(device).eval(), name, classes, recorded,
                       int(input_size) if input_size else None,
@@ -324,25 +327,6 @@ def _load_predictor(checkpoint, offset, device, batch_size, cleanup=True, map_ru
 # --------------------------------------------------------------------------------------------
 # one subject
 # --------------------------------------------------------------------------------------------
-def _patient_class(probs: np.ndarray, preds: np.ndarray, classes: list[str],
-                   healthy: int | None) -> tuple[str, str, dict]:
-    """``(class, rule, scores)`` of a patient from its slice probabilities."""
-    if healthy is not None:
-        others = [k for k in range(len(classes)) if k != healthy]
-        rule = (f"grade = argmax of the mean {' and '.join(classes[k] for k in others)} "
-                f"probabilities over slices predicted as tumour (not {classes[healthy]}); "
-                f"no tumour slice -> {classes[healthy]}")
-        tumour = preds != healthy
-        if not tumour.any():
-            return classes[healthy], rule, {}
-        mean = probs[tumour][:, others].mean(0)
-        scores = {classes[k]: float(m) for k, m in zip(others, mean)}
-        return classes[others[int(np.argmax(mean))]], rule, scores
-    rule = "class = argmax of the mean class probabilities over the non-empty slices"
-    mean = probs.mean(0)
-    return classes[int(np.argmax(mean))], rule, {c: float(m) for c, m in zip(classes, mean)}
-
-
 def _nifti(data: np.ndarray, ref, dtype):
     import nibabel as nib
 
@@ -432,7 +416,7 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
             probs_all.append(p)
             preds_all.append(c)
     probs_all, preds_all = np.asarray(probs_all), np.asarray(preds_all)
-    cls, rule, scores = _patient_class(probs_all, preds_all, pred.classes, pred.healthy)
+    patient = patient_class(probs_all, pred.classes, pred.healthy)
     sid = item.subject_id
     # written in the input's own voxel order, with its affine and header
     nib.save(_nifti(apply_orientation(heat, back), ref, np.float32),
@@ -444,7 +428,10 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
     n_tumour = int((preds_all != pred.healthy).sum()) if pred.healthy is not None else None
     summary = {
         "subject_id": sid, "inputs": [str(p) for p in item.paths],
-        "predicted_class": cls, "rule": rule, "class_scores": scores,
+        "predicted_class": patient.name, "tumour_class": patient.tumour_class,
+        "rule": PATIENT_RULE, "class_scores": patient.shares,
+        "n_slices_aggregated": patient.n_slices_used,
+        "aggregated_over": patient.aggregated_over,
         "n_slices": int(nz), "n_empty_slices": int(nz - len(keep)),
         "n_tumour_slices": n_tumour,
         "tumour_volume_voxels": voxels,
@@ -467,7 +454,7 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
                       f"slice_index counts from inferior",
         "normalisation": pred.normalisation,
         "mask_rule": "multi-Otsu (3 classes) upper threshold minus offset (floor 0) on the "
-                     f"{pred.rule.rule!r} map (gpcore.segmentation.maps)"
+                     f"{pred.rule.rule!r} map (gpcore.inference.maps)"
                      + (" inside the brain (non-zero input)" if pred.rule.in_brain else "")
                      + ", Otsu fallback; empty when predicted "
                      + (pred.classes[pred.healthy] if pred.healthy is not None else "(n/a)"),
@@ -502,9 +489,9 @@ def segment(checkpoint: str | os.PathLike, inputs: str | os.PathLike, out_dir: s
         offset: subtracted from the multi-Otsu threshold. Default: the map rule, offset and
             clean-up chosen on validation when the checkpoint sits in an evaluated run folder
             (:func:`mask_rule_for`), else the published ones
-            (:data:`gpcore.segmentation.PUBLISHED_OFFSETS`). ``summary.json`` says which.
+            (:data:`gpcore.inference.PUBLISHED_OFFSETS`). ``summary.json`` says which.
         map_rule, in_brain: override the map rule / brain restriction
-            (:mod:`gpcore.segmentation.maps`).
+            (:mod:`gpcore.inference.maps`).
         contrasts: channel order for subject folders (must match the checkpoint's channels
             when recorded).
         cleanup: the published mask clean-up.

@@ -25,20 +25,20 @@ import os
 import time
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .io import atomic_path
+from ..io import atomic_path
 
 
 def load_checkpoint(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict]:
     """``(model, meta)`` of a checkpoint file or ``hf://`` Hub URI; ``meta`` is
     :func:`read_checkpoint_meta`'s dict (``{}`` for a foreign checkpoint without the JSON beside
     it), or the published facts of a Hub model (:func:`gpcore.models.hub.resolve_checkpoint`)."""
-    from .models.hub import load_model
+    from ..models.hub import load_model
 
     return load_model(checkpoint)
 
@@ -62,7 +62,7 @@ def check_compatible(model: nn.Module, meta: dict, channels: int, size: tuple[in
 
 def normalise_batch(images: np.ndarray, mode: str = "max", where: str = "") -> torch.Tensor:
     """``(B, C, H, W)`` array -> float32 tensor, each slice normalised (``gpcore.data.normalise``)."""
-    from .data.normalise import normalise
+    from ..data.normalise import normalise
 
     batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     out = torch.empty_like(batch)
@@ -72,6 +72,55 @@ def normalise_batch(images: np.ndarray, mode: str = "max", where: str = "") -> t
         except ValueError as exc:
             raise ValueError(f"{where}slice {i} of the batch: {exc}") from exc
     return out
+
+
+def forward_batches(model: nn.Module, batches: Iterable[torch.Tensor], device,
+                    paths=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The one inference loop (store prediction and ``gpcore segment`` alike): for each
+    normalised input batch ``(B, C, H, W)``, yield ``logits (B, K)`` and ``heatmaps
+    (B, K, H', W')`` as float32 on ``device``, under inference mode and, with ``paths`` (a
+    :class:`~gpcore.training.fast.FastPaths`), its autocast and memory format."""
+    for x in batches:
+        with torch.inference_mode(), (paths.autocast() if paths is not None else nullcontext()):
+            x = x.to(device)
+            if paths is not None:
+                x = paths.prepare_batch(x)
+            logits, heatmap = model.forward_with_heatmap(x)
+            logits, heatmap = logits.float(), heatmap.float()
+        yield logits, heatmap
+
+
+def read_predictions(folder: str | os.PathLike) -> dict:
+    """A prediction folder written by :func:`predict_store`: ``index`` (DataFrame),
+    ``probabilities (N, K)``, ``heatmaps (N, K, H, W)`` (memory-mapped), ``labels (N,)``,
+    ``patient_ids (N,)``."""
+    import pandas as pd
+
+    folder = Path(folder)
+    if not (folder / "predict.json").is_file():
+        raise FileNotFoundError(f"{folder}: no complete predictions (predict.json missing); "
+                                f"run gpcore evaluate (or gpcore predict) first")
+    index = pd.read_csv(folder / "index.csv", dtype={"patient_id": str}, keep_default_na=False)
+    return {"index": index, "probabilities": np.load(folder / "probabilities.npy"),
+            "heatmaps": np.load(folder / "heatmaps.npy", mmap_mode="r"),
+            "labels": index["label"].to_numpy(), "patient_ids": index["patient_id"].to_numpy()}
+
+
+def run_predictions(run, store, rows: np.ndarray, part: str, device: str = "cpu",
+                    batch_size: int = 64, progress: bool = True) -> dict:
+    """A run's predictions on ``part`` (val | test), computed with its best checkpoint once
+    and kept in ``RUN/predictions/<part>``: :func:`read_predictions` plus the slices' ground
+    truth ``masks (N, H, W)``."""
+    from ..rundir import RunDir
+
+    run = RunDir(run)
+    folder = run.predictions(part)
+    if not (folder / "predict.json").is_file():
+        predict_store(run.checkpoint, store, rows, folder, batch_size=batch_size,
+                      device=device, progress=progress)
+    data = read_predictions(folder)
+    data["masks"] = np.asarray(store.masks[data["index"]["row"].to_numpy()])
+    return data
 
 
 def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[int] | None,
@@ -98,8 +147,8 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
     """
     from tqdm.auto import tqdm
 
-    from .data.store import SliceStore
-    from .models.hub import checkpoint_source
+    from ..data.store import SliceStore
+    from ..models.hub import checkpoint_source
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -142,37 +191,36 @@ def predict_store(model: nn.Module | str | os.PathLike, store, rows: Sequence[in
             probs = logits_out = heatmaps = None
             preds = np.empty(n, np.int64)
             bar = tqdm(total=n, desc="predicting", unit="slice", disable=not progress)
+            def batches():
+                for start in range(0, n, batch_size):
+                    chunk = rows[start:start + batch_size]
+                    # sorted, unique reads from the memmap; original order restored after
+                    uniq, inverse = np.unique(chunk, return_inverse=True)
+                    yield normalise_batch(images[uniq][inverse], normalisation,
+                                          f"{store.path / 'images.npy'}: rows "
+                                          f"{chunk[0]}..{chunk[-1]}, ")
+
             try:
-                with torch.inference_mode(), \
-                        (paths.autocast() if paths is not None else nullcontext()):
-                    for start in range(0, n, batch_size):
-                        chunk = rows[start:start + batch_size]
-                        # sorted, unique reads from the memmap; original order restored after
-                        uniq, inverse = np.unique(chunk, return_inverse=True)
-                        x = normalise_batch(images[uniq][inverse], normalisation,
-                                            f"{store.path / 'images.npy'}: rows "
-                                            f"{chunk[0]}..{chunk[-1]}, ")
-                        x = x.to(device)
-                        if paths is not None:
-                            x = paths.prepare_batch(x)
-                        logits, heatmap = model.forward_with_heatmap(x)
-                        logits = logits.float().cpu().numpy()
-                        if probs is None:
-                            k = logits.shape[1]
-                            probs = np.lib.format.open_memmap(tmp["probabilities.npy"], "w+",
-                                                              np.float32, (n, k))
-                            logits_out = np.lib.format.open_memmap(tmp["logits.npy"], "w+",
-                                                                   np.float32, (n, k))
-                            heatmaps = np.lib.format.open_memmap(tmp["heatmaps.npy"], "w+",
-                                                                 np.float16, (n, k, h, w))
-                        stop = start + len(chunk)
-                        logits_out[start:stop] = logits
-                        probs[start:stop] = torch.softmax(torch.from_numpy(logits), 1).numpy()
-                        heatmaps[start:stop] = heatmap.float().cpu().numpy().astype(np.float16)
-                        preds[start:stop] = logits.argmax(1)
-                        bar.update(len(chunk))
-                    for arr in (probs, logits_out, heatmaps):
-                        arr.flush()
+                start = 0
+                for logits, heatmap in forward_batches(model, batches(), device, paths):
+                    logits = logits.cpu().numpy()
+                    if probs is None:
+                        k = logits.shape[1]
+                        probs = np.lib.format.open_memmap(tmp["probabilities.npy"], "w+",
+                                                          np.float32, (n, k))
+                        logits_out = np.lib.format.open_memmap(tmp["logits.npy"], "w+",
+                                                               np.float32, (n, k))
+                        heatmaps = np.lib.format.open_memmap(tmp["heatmaps.npy"], "w+",
+                                                             np.float16, (n, k, h, w))
+                    stop = start + len(logits)
+                    logits_out[start:stop] = logits
+                    probs[start:stop] = torch.softmax(torch.from_numpy(logits), 1).numpy()
+                    heatmaps[start:stop] = heatmap.cpu().numpy().astype(np.float16)
+                    preds[start:stop] = logits.argmax(1)
+                    bar.update(len(logits))
+                    start = stop
+                for arr in (probs, logits_out, heatmaps):
+                    arr.flush()
             finally:
                 bar.close()
                 del probs, logits_out, heatmaps
@@ -215,7 +263,7 @@ def _check_hub_contrasts(meta: dict, store, checkpoint) -> None:
 
 def _fast_paths(fast, device):
     """``None`` (off), or the :class:`~gpcore.training.fast.FastPaths` for inference."""
-    from .training.fast import FastPaths
+    from ..training.fast import FastPaths
 
     if fast is False or fast is None:
         return None
@@ -250,8 +298,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _predict_cli(args) -> int:
-    from .data.splits import load_split, split_rows
-    from .data.store import SliceStore
+    from ..data.splits import load_split, split_rows
+    from ..data.store import SliceStore
 
     store = SliceStore(args.store)
     rows = None

@@ -6,7 +6,7 @@ weakly-supervised segmentation of evaluated runs.
   predictions (``RUN/predictions/test``), the store's images and masks (``RUN/config.yaml``
   ``store.path``) and the validation-chosen offset (``RUN/evaluation/offset_choice.json``).
   Its state is (model, patient, slice, offset, clean-up, channel); for that state it returns
-  the image, the heatmap channel, the thresholded mask (:mod:`gpcore.segmentation.threshold`,
+  the image, the heatmap channel, the thresholded mask (:mod:`gpcore.inference.threshold`,
   the published rule), the ground truth, the slice Dice and the cohort median Dice over all
   test tumour slices (:func:`gpcore.evaluation.segmentation.score_slices`, cached per
   (model, offset, clean-up, channel)).
@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .data.store import SliceStore
-from .evaluation.segmentation import dice_iou, score_slices
-from .segmentation.maps import MAP_RULES, brain_masks, tumour_map
-from .segmentation.threshold import (PUBLISHED_OFFSETS, THRESHOLDS, check_threshold,
+from ..data.store import SliceStore
+from ..evaluation.segmentation import dice_iou, score_slices
+from ..inference.maps import MAP_RULES, brain_masks, tumour_map
+from ..inference.threshold import (PUBLISHED_OFFSETS, THRESHOLDS, check_threshold,
                                      mask_from_rule, rule_threshold, threshold_rule)
 
 #: offset slider range and step (that of ``gpcore.evaluation.segmentation.DEFAULT_OFFSETS``)
@@ -460,7 +460,7 @@ class ThresholdExplorer:
         truth) into ``fig`` (cleared; a new figure when ``None``); returns the figure."""
         import matplotlib.pyplot as plt
 
-        from .data.figures import overlay
+        from ..data.figures import overlay
 
         s = self.summary()
         if fig is None:

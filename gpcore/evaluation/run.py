@@ -5,7 +5,7 @@ run on its validation and test patients (``shared/spec/evaluation.md``).
    (``RUN_DIR/predictions/{val,test}``; reused when present).
 2. Classification on test: ``gpcore.evaluation.classification.write_classification_report``.
 3. Segmentation: the map rule (predicted class / sum of tumour maps / tumour-vs-healthy
-   evidence, whole slice or brain only; :mod:`gpcore.segmentation.maps`), the offset and the
+   evidence, whole slice or brain only; :mod:`gpcore.inference.maps`), the offset and the
    clean-up are chosen on the **validation** patients (maximum median Dice), frozen, recorded
    in ``offset_choice.json`` and applied to the test patients; the published setting
    (predicted class, whole slice, published offset) is reported beside it, labelled
@@ -24,27 +24,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .data.splits import load_split, split_rows
-from .data.store import SliceStore
-from .io import save_figure, write_table
+from ..data.splits import load_split, split_rows
+from ..data.store import SliceStore
+from ..io import atomic_path, save_figure, write_table
+from ..rundir import RunDir, healthy_index
 
 DATASETS = {"brats": "BraTS 2020", "manifest": "2D dataset (manifest)",
             "figshare-mat": "Figshare (Cheng et al.)"}
-
-
-def _predictions(run: Path, store: SliceStore, rows: np.ndarray, part: str, device: str,
-                 batch_size: int, progress: bool) -> dict:
-    from .inference import predict_store
-
-    folder = run / "predictions" / part
-    if not (folder / "predict.json").is_file():
-        predict_store(run / "best.safetensors", store, rows, folder, batch_size=batch_size,
-                      device=device, progress=progress)
-    index = pd.read_csv(folder / "index.csv", dtype={"patient_id": str}, keep_default_na=False)
-    return {"index": index, "probabilities": np.load(folder / "probabilities.npy"),
-            "heatmaps": np.load(folder / "heatmaps.npy", mmap_mode="r"),
-            "masks": np.asarray(store.masks[index["row"].to_numpy()]),
-            "labels": index["label"].to_numpy(), "patient_ids": index["patient_id"].to_numpy()}
 
 
 def _dataset_label(record: dict, store: SliceStore) -> str:
@@ -82,38 +68,39 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
     ``channel``: the heatmap thresholded into the mask - of the predicted class (as published)
     or of the true class (an upper bound that separates localisation from classification).
     """
-    from .evaluation.classification import write_classification_report
-    from .evaluation.segmentation import (evaluate_with_validation_offset, patient_dice_3d,
+    from .classification import write_classification_report
+    from .segmentation import (evaluate_with_validation_offset, patient_dice_3d,
                                           score_slices, segmentation_summary)
-    from .evaluation.fidelity import confidence_fidelity, plot_confidence_dice, plot_example_grid
-    from .segmentation.maps import MAP_RULES, MaskRule, brain_masks
-    from .segmentation.threshold import PUBLISHED_OFFSETS, THRESHOLDS
+    from .fidelity import confidence_fidelity, plot_confidence_dice, plot_example_grid
+    from ..inference.maps import MAP_RULES, MaskRule, brain_masks
+    from ..inference.threshold import PUBLISHED_OFFSETS, THRESHOLDS
 
-    run = Path(run_dir)
-    if not (run / "best.safetensors").is_file() or not (run / "config.yaml").is_file():
+    from ..inference.predict import run_predictions
+
+    run = RunDir(run_dir)
+    if not run.has_checkpoint:
         raise FileNotFoundError(f"{run}: not a finished training run (needs config.yaml and "
                                 f"best.safetensors); train it with `gpcore train` first")
-    record = yaml.safe_load((run / "config.yaml").read_text())
-    store = SliceStore(record["store"]["path"])
-    split = load_split(run / "split.csv")
-    fold = int(record["split"]["fold"])
+    record = run.record
+    store = SliceStore(run.store_path)
+    split = load_split(run.split_file)
+    fold = run.fold
     classes = list(store.classes)
-    model_name = record["config"]["model"]["name"]
-    profile = record["config"]["profile"]
+    model_name, profile = run.model_name, run.profile
     label = (f"{_dataset_label(record, store)}, {record['split']['protocol']} split, "
              f"profile {profile}, fold {fold}, {model_name}"
              + (", true-class heatmap" if channel == "true" else ""))
-    data = {part: _predictions(run, store, split_rows(split, store.index, fold, part), part,
-                               device, batch_size, progress) for part in ("val", "test")}
+    data = {part: run_predictions(run, store, split_rows(split, store.index, fold, part), part,
+                                  device, batch_size, progress) for part in ("val", "test")}
     for part in data.values():  # the brain restriction of the map rules
         part["brain"] = brain_masks(store.images, part["index"]["row"].to_numpy())
-    out = run / ("evaluation" if channel == "predicted" else f"evaluation_{channel}_class")
+    out = run.evaluation(channel)
     figures = out / "figures"
     test = data["test"]
     written = write_classification_report(test["labels"], test["probabilities"], classes,
                                           test["patient_ids"], out, figures, label)
 
-    healthy = 0 if classes and classes[0] == "Healthy" else None
+    healthy = healthy_index(classes)
     keys = ("heatmaps", "probabilities", "masks", "labels", "patient_ids", "brain")
     chosen = evaluate_with_validation_offset(
         {k: data["val"][k] for k in keys}, {k: test[k] for k in keys}, class_names=classes,
@@ -137,7 +124,8 @@ def evaluate(run_dir: str | Path, device: str = "cpu", batch_size: int = 64,
     write_table(chosen["grid"], out / "offset_grid_validation")
     choice = {**chosen["choice"], "published_offset": published_offset,
               "chosen_on": "validation patients", "label": label}
-    (out / "offset_choice.json").write_text(json.dumps(choice, indent=2, default=float) + "\n")
+    with atomic_path(run.offset_choice_file(channel)) as tmp:
+        tmp.write_text(json.dumps(choice, indent=2, default=float) + "\n")
     scores = chosen["scores"]
     scores = scores.assign(patient_id=test["patient_ids"][scores["row"].to_numpy()])
     write_table(scores, out / "segmentation_slices")
@@ -181,7 +169,7 @@ def add_cli(sub) -> None:
     p.add_argument("--checkpoint", help="instead of a run folder: a released model "
                    "(hf://owner/name[@revision]) or a checkpoint file, scored on --fold of "
                    "--split over --store; its run folder is written to --out "
-                   "(gpcore.external)")
+                   "(gpcore.evaluation.external)")
     p.add_argument("--store", help="with --checkpoint: slice store folder")
     p.add_argument("--split", help="with --checkpoint: split CSV of the store's patients")
     p.add_argument("--fold", type=int, default=0, help="with --checkpoint: outer fold (0)")
@@ -222,29 +210,27 @@ def aggregate_folds(run_dirs: list[str | Path], out_dir: str | Path,
     """Across evaluated runs of the same model (one per outer fold): classification mean ± std
     over folds and pooled out-of-fold metrics and curves; segmentation over the pooled test
     slices of all folds, with patient-bootstrap CIs (each patient is in one test fold)."""
-    from .evaluation.classification import (plot_roc_pr, pooled_metrics, slice_metrics,
+    from .classification import (plot_roc_pr, pooled_metrics, slice_metrics,
                                             summarise_folds)
-    from .evaluation.segmentation import segmentation_summary
+    from .segmentation import segmentation_summary
 
-    runs = [Path(r) for r in run_dirs]
+    from ..inference.predict import read_predictions
+
+    runs = [RunDir(r) for r in run_dirs]
     per_fold, ys, probs, slices, labels = [], [], [], [], []
     classes = None
     for run in runs:
-        if not (run / "evaluation" / "offset_choice.json").is_file():
-            raise FileNotFoundError(f"{run}: not evaluated yet; run `gpcore evaluate {run}`")
-        record = yaml.safe_load((run / "config.yaml").read_text())
-        classes = classes or list(record["classes"])
-        fold = int(record["split"]["fold"])
-        index = pd.read_csv(run / "predictions/test/index.csv", dtype={"patient_id": str},
-                            keep_default_na=False)
-        prob = np.load(run / "predictions/test/probabilities.npy")
+        choice = run.offset_choice()  # raises "evaluate the run first" when it is not
+        classes = classes or run.classes
+        fold = run.fold
+        test = read_predictions(run.predictions("test"))
+        index, prob = test["index"], test["probabilities"]
         per_fold.append(slice_metrics(index["label"].to_numpy(), prob, classes)["summary"]
                         .assign(fold=fold))
         ys.append(index["label"].to_numpy())
         probs.append(prob)
-        slices.append(pd.read_csv(run / "evaluation/segmentation_slices.csv",
-                                  dtype={"patient_id": str}).assign(fold=fold))
-        labels.append(json.loads((run / "evaluation/offset_choice.json").read_text())["label"])
+        slices.append(run.evaluation_table("segmentation_slices").assign(fold=fold))
+        labels.append(choice["label"])
     out = Path(out_dir)
     pooled = pooled_metrics(ys, probs, classes)
     table = summarise_folds(per_fold, pooled["summary"])
@@ -255,7 +241,7 @@ def aggregate_folds(run_dirs: list[str | Path], out_dir: str | Path,
     paths += save_figure(fig, out / "figures" / "folds_roc_pr")
     scores = pd.concat(slices, ignore_index=True)
     seg = segmentation_summary(scores, scores["patient_id"].to_numpy(), classes,
-                               0 if classes[0] == "Healthy" else None, n_resamples)
+                               healthy_index(classes), n_resamples)
     seg.insert(0, "run", title)
     paths += write_table(seg, out / "folds_segmentation_summary")
     return out

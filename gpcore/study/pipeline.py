@@ -2,7 +2,7 @@
 profile trains, training them resumably, evaluating them, and gathering their per-run tables
 and figures into ``results/<study>/<profile>/`` and ``figures/<study>/<profile>/``.
 
-Run folders: ``runs/<study>/<profile>/<model>/fold<k>/`` (``gpcore train`` layout).
+Run folders: ``runs/<study>/<profile>/<model>/fold<k>/`` (:class:`gpcore.rundir.RunDir`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
-import yaml
+
+from ..rundir import RunDir, find_runs  # noqa: F401  (find_runs: the notebooks' entry)
 
 #: every model of the study, in table order: the three GP models, then the baselines
 STUDY_MODELS = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet", "mprotonet", "cnn_gradcam")
@@ -26,7 +27,7 @@ def study_plan(profile: str, folds: str | list[int] | None = None,
     """``{"models": [...], "folds": [...]}`` of a profile (section ``study:``); default: all
     models, fold 0 only for smoke/quick, every fold for paper. ``folds`` overrides the
     profile's: ``"all"``, ``"0,2"`` or a list (``./run_all.sh --folds``)."""
-    from .config import load_profile
+    from ..configs import load_profile
 
     prof = load_profile(profile, study)
     plan = dict(prof.get("study") or {})
@@ -60,18 +61,10 @@ def parse_folds(folds: str | list[int], n_folds: int) -> list[int]:
     return folds
 
 
-def run_path(runs_dir: str | Path, model: str, fold: int) -> Path:
-    return Path(runs_dir) / model / f"fold{fold}"
-
-
-def _finished(run: Path) -> bool:
-    return (run / "summary.json").is_file() and (run / "best.safetensors").is_file()
-
-
 def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path, profile: str,
                  models: list[str], folds: list[int], overrides: list[str] | None = None,
                  progress: bool = True, parallel: int | None = None,
-                 study: str | None = None) -> dict[tuple[str, int], Path]:
+                 study: str | None = None) -> dict[tuple[str, int], RunDir]:
     """Train every (model, fold) not yet finished; an interrupted run resumes from last.pt, a
     run of another configuration is set aside (:func:`set_aside_if_stale`) and retrained.
 
@@ -82,16 +75,16 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
     """
     from tqdm.auto import tqdm
 
-    from .training.config import resolve_config
-    from .training.engine import train_device
+    from ..training.config import resolve_config
+    from ..training.engine import train_device
 
     runs, todo = {}, []
     for model in models:
         for fold in folds:
             cfg = resolve_config(profile, model, overrides, study)
-            run = run_path(runs_dir, model, fold)
+            run = RunDir.of(runs_dir, model, fold)
             set_aside_if_stale(run, cfg, store_dir, split)
-            if not _finished(run):
+            if not run.is_trained:
                 todo.append((model, fold, run, train_device(cfg).type))
             runs[(model, fold)] = run
     if parallel is None:
@@ -128,15 +121,16 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_job(store_dir, split, run: Path, model: str, fold: int, profile: str, overrides,
+def _train_job(store_dir, split, run: RunDir, model: str, fold: int, profile: str, overrides,
                progress: bool, study: str | None = None) -> float:
     """One training run (resumed when it has a last.pt); returns its wall seconds."""
-    from .training import train
+    from ..training import train
 
+    run = RunDir(run)
     start = time.perf_counter()
     try:
-        train(store_dir, split, run, model=model, fold=fold, profile=profile,
-              overrides=overrides, resume=(run / "last.pt").is_file(), progress=progress,
+        train(store_dir, split, run.path, model=model, fold=fold, profile=profile,
+              overrides=overrides, resume=run.resume_state.is_file(), progress=progress,
               study=study)
     except Exception as err:
         raise RuntimeError(f"training {model} fold {fold} into {run} failed: {err}") from err
@@ -150,16 +144,16 @@ def _training_config(cfg: dict | None) -> dict | None:
     return None if cfg is None else {k: v for k, v in cfg.items() if k != "study"}
 
 
-def set_aside_if_stale(run: Path, wanted: dict, store_dir: str | Path | None = None,
+def set_aside_if_stale(run: RunDir, wanted: dict, store_dir: str | Path | None = None,
                        split: str | Path | None = None) -> Path | None:
     """A run folder begun with another configuration than ``wanted`` (e.g. the profile's widths
     were edited since), on another slice store (rebuilt, e.g. more phantom subjects) or on
     another split must not be reused or resumed: rename it to ``<fold>.stale-<time>`` (nothing
     is deleted) and return the new path; None if it is current or absent."""
-    record_path = run / "config.yaml"
-    if not record_path.is_file():
+    run = RunDir(run)
+    if not run.config_file.is_file():
         return None
-    record = yaml.safe_load(record_path.read_text()) or {}
+    record = run.record
     changed = []
     if _training_config(record.get("config")) != _training_config(wanted):
         changed.append("configuration")
@@ -167,36 +161,21 @@ def set_aside_if_stale(run: Path, wanted: dict, store_dir: str | Path | None = N
         created = json.loads((Path(store_dir) / "store.json").read_text()).get("created")
         if (record.get("store") or {}).get("created") != created:
             changed.append("slice store")
-    if split is not None and (run / "split.csv").is_file() and \
-            (run / "split.csv").read_bytes() != Path(split).read_bytes():
+    if split is not None and run.split_file.is_file() and \
+            run.split_file.read_bytes() != Path(split).read_bytes():
         changed.append("split")
     if not changed:
         return None
-    stale = run.with_name(f"{run.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-    run.rename(stale)
+    stale = run.set_aside()
     print(f"[study] {run}: trained with another {' and '.join(changed)} than now; moved to "
           f"{stale.name} and retraining", flush=True)
-    return stale
-
-
-def find_runs(runs_dir: str | Path, models: list[str], folds: list[int]) -> dict:
-    """The finished runs of ``models`` × ``folds``; a missing one raises with the fix."""
-    runs = {}
-    for model in models:
-        for fold in folds:
-            run = run_path(runs_dir, model, fold)
-            if not _finished(run):
-                raise FileNotFoundError(f"{run}: no finished training run; run the training "
-                                        f"stage first (./run_all.sh --stage training)")
-            runs[(model, fold)] = run
-    return runs
+    return stale.path
 
 
 def training_table(runs: dict) -> pd.DataFrame:
     rows = []
     for (model, fold), run in runs.items():
-        s = json.loads((run / "summary.json").read_text())
-        metrics = pd.read_csv(run / "metrics.csv")
+        s, metrics = run.summary(), run.metrics()
         rows.append({"model": model, "fold": fold, "epochs": s["epochs"],
                      "best_epoch": s["best_epoch"], "selection": s["selection"],
                      **{k: round(v, 4) for k, v in s["best"].items()},
@@ -214,7 +193,7 @@ def plot_training_curves(runs: dict, title: str):
         for (m, fold), run in runs.items():
             if m != model:
                 continue
-            metrics = pd.read_csv(run / "metrics.csv")
+            metrics = run.metrics()
             axes[i, 0].plot(metrics.epoch, metrics.train_loss, label=f"train f{fold}")
             axes[i, 0].plot(metrics.epoch, metrics.val_loss, ls="--", label=f"val f{fold}")
             axes[i, 1].plot(metrics.epoch, metrics.val_macro_f1, label=f"fold {fold}")
@@ -232,22 +211,30 @@ def plot_training_curves(runs: dict, title: str):
 def evaluate_runs(runs: dict, n_resamples: int | None = None, progress: bool = True) -> None:
     """``gpcore evaluate`` every run not evaluated yet (predictions and tables are cached);
     ``n_resamples`` defaults to the profile's ``explain.n_resamples``."""
-    from .evaluate import evaluate
-    from .explain import ExplainConfig
+    from ..evaluation.run import evaluate
+    from ..explanations.run import ExplainConfig
 
     for run in runs.values():
         if n_resamples is None:
-            profile = json.loads((run / "summary.json").read_text())["profile"]
+            profile = run.summary()["profile"]
             n_resamples = ExplainConfig.from_profile(profile).n_resamples
-        if not (run / "evaluation" / "offset_choice.json").is_file():
-            evaluate(run, n_resamples=n_resamples, progress=progress)
+        if not run.is_evaluated():
+            evaluate(run.path, n_resamples=n_resamples, progress=progress)
+
+
+def _folder(run: RunDir, folder: str) -> Path:
+    """A run's ``evaluation`` or ``explanations`` folder."""
+    if folder not in ("evaluation", "explanations"):
+        raise ValueError(f"folder must be 'evaluation' or 'explanations', got {folder!r}")
+    return run.evaluation() if folder == "evaluation" else run.explanations
 
 
 def gather(runs: dict, table: str, folder: str = "evaluation") -> pd.DataFrame:
     """Concatenate ``RUN/<folder>/<table>.csv`` over runs, with ``model`` and ``fold`` first."""
     parts = []
     for (model, fold), run in runs.items():
-        df = pd.read_csv(run / folder / f"{table}.csv", dtype={"patient_id": str})
+        df = pd.read_csv(_folder(RunDir(run), folder) / f"{table}.csv",
+                         dtype={"patient_id": str})
         df = df.drop(columns=[c for c in ("run",) if c in df.columns])
         df.insert(0, "fold", fold)
         df.insert(0, "model", model)
@@ -264,7 +251,7 @@ def publish_figures(runs: dict, name: str, figures_dir: str | Path, folder: str 
     figures_dir.mkdir(parents=True, exist_ok=True)
     for (model, fold), run in runs.items():
         for ext in ("png", "pdf"):
-            src = run / folder / "figures" / f"{name}.{ext}"
+            src = _folder(RunDir(run), folder) / "figures" / f"{name}.{ext}"
             if src.is_file():
                 dst = figures_dir / f"{model}_fold{fold}_{name}.{ext}"
                 shutil.copyfile(src, dst)
@@ -276,7 +263,7 @@ def publish_figures(runs: dict, name: str, figures_dir: str | Path, folder: str 
 def study_data(work_dir: str | Path, profile: str, study: str | None = None
                ) -> tuple[Path, Path]:
     """The slice store and split written by the data stage (``prepare_study``)."""
-    from .config import load_profile
+    from ..configs import load_profile
 
     size = (load_profile(profile, study).get("data") or {}).get("slice_size")
     store, split = Path(work_dir) / f"store_{size or 'native'}", Path(work_dir) / "split.csv"

@@ -3,7 +3,7 @@ split, fold and protocol - classification, weakly-supervised segmentation, expla
 (MProtoNet's AP and IDS) and agreement with Captum occlusion / guided backprop - plus an
 all-brain-mask baseline, and figure grids of the same test slices explained by every method.
 
-Each run is evaluated (``gpcore evaluate``) and explained (``gpcore.explain``) first when it
+Each run is evaluated (``gpcore evaluate``) and explained (``gpcore.explanations.run``) first when it
 has not been; both are cached in the run folder.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .explain import ExplainConfig, brain_masks, explain_run, load_run, summarise
-from .segmentation.maps import MaskRule
-from .io import save_figure, write_table
+from ..explanations.run import ExplainConfig, brain_masks, explain_run, load_run, summarise
+from ..inference.maps import MaskRule
+from ..io import save_figure, write_table
 
 # (column, metric key in explain.json, how it reads)
 EXPLAIN_COLUMNS = (("AP (slice mean)", "ap_slice_mean"), ("AP (patient stack)", "ap_patient_mean"),
@@ -70,8 +70,8 @@ def _evaluation_rows(run: Path) -> dict:
 
 def all_brain_baseline(loaded: dict, n_resamples: int) -> dict:
     """The trivial segmentation: the whole brain as the tumour mask, on the test slices."""
-    from .evaluation.explanation import activation_precision
-    from .evaluation.segmentation import dice_per_slice
+    from .explanation import activation_precision
+    from .segmentation import dice_per_slice
 
     test = loaded["test"]
     tumour = np.flatnonzero(test["masks"].reshape(len(test["masks"]), -1).any(1))
@@ -88,7 +88,7 @@ def all_brain_baseline(loaded: dict, n_resamples: int) -> dict:
 def dice_gain_over(run: Path, base: dict, n_resamples: int) -> dict:
     """Paired patient-bootstrap difference of median test Dice (validation-chosen offset):
     the run's per-slice Dice minus the all-brain mask's on the same GT-tumour slices."""
-    from .evaluation.segmentation import bootstrap_median_difference_ci
+    from .segmentation import bootstrap_median_difference_ci
 
     scores = pd.read_csv(run / "evaluation" / "segmentation_slices.csv")
     dice = scores.set_index("row")["dice"].reindex(base["positions"]).to_numpy(np.float64)
@@ -103,7 +103,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig 
     """Write ``comparison`` (wide, formatted), ``comparison_long`` (numbers with CIs) tables
     into ``out_dir`` and the figures ``explanation_grid``, ``captum_grid``,
     ``deletion_curves`` into ``figures_dir`` (default ``out_dir``)."""
-    from .evaluate import evaluate
+    from .run import evaluate
 
     cfg = cfg or ExplainConfig()
     runs = [Path(r) for r in run_dirs]

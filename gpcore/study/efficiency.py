@@ -2,7 +2,7 @@
 matmul peak, and peak memory. The benchmark suite (``python -m benchmarks.run``) and the
 efficiency notebook both use these functions, so their numbers come from the same code.
 
->>> from gpcore.efficiency import efficiency_table
+>>> from gpcore.study.efficiency import efficiency_table
 >>> efficiency_table(["gp_unet"], "cpu", size=64, batch_sizes=(1, 8))  # doctest: +SKIP
 
 Timings are wall-clock on the calling process (CUDA synchronised). They depend on whatever
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import count_parameters, create_model
-from .training.fast import FastPaths
+from ..models import count_parameters, create_model
+from ..training.fast import FastPaths
 
 #: class weights of the synthetic weighted cross-entropy (roughly BraTS-balanced)
 CLASS_WEIGHTS = (0.6, 2.0, 1.0)
@@ -50,7 +50,7 @@ def make_batch(batch: int, channels: int, size: int, device, seed: int = 0):
 
 def make_optimiser(net: nn.Module, fast: FastPaths, lr: float = 1e-3,
                    weight_decay: float = 5e-4) -> torch.optim.Optimizer:
-    """Adam as configured in ``configs/train.yaml``; fused only where ``fast`` says so."""
+    """Adam as configured in ``gpcore/configs/train.yaml``; fused only where ``fast`` says so."""
     return torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay,
                             **fast.optimiser_kwargs())
 
@@ -405,7 +405,7 @@ def environment() -> dict:
             cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    from .training.fast import cpu_bf16_kind
+    from ..training.fast import cpu_bf16_kind
 
     kind = cpu_bf16_kind()
     if kind:
