@@ -9,6 +9,8 @@ A run folder is what ``gpcore train`` writes and every later stage reads or adds
       last.safetensors         the last epoch's weights
       last.pt                  resume state (optimiser, scheduler, RNG; weights_only loadable)
       metrics.csv              one row per epoch
+      curves.png / .pdf        training curves
+      prototypes.csv           MProtoNet: where each prototype was pushed
       summary.json             written last by training: the run is finished
       predictions/<part>/      gpcore predict's folder for part val | test
       evaluation/              gpcore evaluate's tables and figures (predicted-class maps)
@@ -104,6 +106,15 @@ class RunDir(os.PathLike):
     @property
     def summary_file(self) -> Path:
         return self.path / self.SUMMARY
+
+    @property
+    def curves(self) -> Path:
+        """Stem of the training-curve figure (``.png`` and ``.pdf``)."""
+        return self.path / "curves"
+
+    @property
+    def prototypes_file(self) -> Path:
+        return self.path / "prototypes.csv"
 
     def predictions(self, part: str) -> Path:
         """``predictions/<part>`` (val | test): :func:`gpcore.inference.predict.predict_store`'s

@@ -274,7 +274,7 @@ def test_joint_optimiser_groups_leave_w_cls_out():
     ctx = obj.TrainingContext(net=model, step_net=model, weights=torch.ones(3), info=None,
                               device=torch.device("cpu"), amp=False, channels_last=False,
                               accumulate=1, train_loader=None, sampler=None,
-                              make_push_loader=None, out=None)
+                              make_push_loader=None, run=None)
     tc = resolve_config("paper", "mprotonet")["train"]
     objective = obj.build_objective(ctx, tc)
     opt = make_optimiser(objective.param_groups(), tc, torch.device("cpu"))

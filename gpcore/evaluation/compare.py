@@ -16,6 +16,8 @@ import pandas as pd
 
 from ..explanations.run import ExplainConfig, brain_masks, explain_run, load_run, summarise
 from ..inference.maps import MaskRule
+from ..inference.predict import read_predictions
+from ..rundir import RunDir
 from ..io import save_figure, write_table
 
 # (column, metric key in explain.json, how it reads)
@@ -51,10 +53,9 @@ def figure_positions(test: dict, n: int = 4) -> np.ndarray:
     return np.array(sorted(chosen), dtype=np.int64)
 
 
-def _evaluation_rows(run: Path) -> dict:
-    ev = run / "evaluation"
-    cls = pd.read_csv(ev / "classification_summary.csv")
-    seg = pd.read_csv(ev / "segmentation_summary.csv")
+def _evaluation_rows(run: RunDir) -> dict:
+    cls = run.evaluation_table("classification_summary")
+    seg = run.evaluation_table("segmentation_summary")
     seg = seg[seg["setting"] == "validation-chosen"]
 
     def pick(subset, metric):
@@ -62,7 +63,7 @@ def _evaluation_rows(run: Path) -> dict:
         return row.iloc[0] if len(row) else None
 
     dice, fp = pick("tumour", "median_dice"), pick("healthy", "fp_rate")
-    choice = json.loads((ev / "offset_choice.json").read_text())
+    choice = run.offset_choice()
     return {"label": choice["label"], "macro_f1": float(cls["f1_macro"].iloc[0]),
             "balanced_accuracy": float(cls["balanced_accuracy"].iloc[0]),
             "dice": dice, "fp": fp, "mask_rule": MaskRule.from_choice(choice).describe()}
@@ -85,12 +86,12 @@ def all_brain_baseline(loaded: dict, n_resamples: int) -> dict:
             "positions": tumour, "slice_dice": np.asarray(dice, np.float64), "patients": pids}
 
 
-def dice_gain_over(run: Path, base: dict, n_resamples: int) -> dict:
+def dice_gain_over(run, base: dict, n_resamples: int) -> dict:
     """Paired patient-bootstrap difference of median test Dice (validation-chosen offset):
     the run's per-slice Dice minus the all-brain mask's on the same GT-tumour slices."""
     from .segmentation import bootstrap_median_difference_ci
 
-    scores = pd.read_csv(run / "evaluation" / "segmentation_slices.csv")
+    scores = RunDir(run).evaluation_table("segmentation_slices")
     dice = scores.set_index("row")["dice"].reindex(base["positions"]).to_numpy(np.float64)
     est, low, high = bootstrap_median_difference_ci(dice, base["slice_dice"], base["patients"],
                                                     n_resamples, seed=0)
@@ -106,12 +107,12 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig 
     from .run import evaluate
 
     cfg = cfg or ExplainConfig()
-    runs = [Path(r) for r in run_dirs]
+    runs = [RunDir(r) for r in run_dirs]
     if not runs:
         raise ValueError("compare needs at least one evaluated run folder")
     for run in runs:
-        if not (run / "evaluation" / "offset_choice.json").is_file():
-            evaluate(run, device, n_resamples=n_resamples, progress=progress)
+        if not run.is_evaluated():
+            evaluate(run.path, device, n_resamples=n_resamples, progress=progress)
     first = load_run(runs[0], device)
     rows0 = first["test"]["index"]["row"].to_numpy()
     positions = figure_positions(first["test"])
@@ -119,7 +120,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig 
     wide, long, explained = [], [], []
     for run in runs:
         ev = _evaluation_rows(run)
-        rows = pd.read_csv(run / "predictions/test/index.csv")["row"].to_numpy()
+        rows = read_predictions(run.predictions("test"))["index"]["row"].to_numpy()
         if not np.array_equal(rows, rows0):
             raise ValueError(f"{run}: its test slices differ from {runs[0]}'s; compare runs of "
                              f"the same store, split and fold")
@@ -167,8 +168,8 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, cfg: ExplainConfig 
     return out
 
 
-def _title(run: Path) -> str:
-    label = json.loads((run / "evaluation" / "offset_choice.json").read_text())["label"]
+def _title(run: RunDir) -> str:
+    label = run.offset_choice()["label"]
     return label.rsplit(", ", 1)[0]  # drop the model name
 
 

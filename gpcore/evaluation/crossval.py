@@ -9,12 +9,13 @@ the slice store, so "localises" means "beats the trivial mask".
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+
+from ..inference.predict import read_predictions
+from ..rundir import RunDir
 
 #: a fold "localises" when its test median Dice is at least this multiple of the all-brain
 #: mask's median Dice on the same slices (issue 13's target)
@@ -30,25 +31,24 @@ def all_brain_dice(store, rows: np.ndarray) -> np.ndarray:
     return dice_per_slice(brain_masks(store.images, rows), np.asarray(store.masks[rows]) > 0)
 
 
-def run_test_slices(run: Path) -> pd.DataFrame:
+def run_test_slices(run) -> pd.DataFrame:
     """One row per test tumour slice of an evaluated run: ``patient_id, label, pred, dice,
     all_brain_dice`` (the run's validation-chosen mask rule)."""
     from ..data.store import SliceStore
 
-    record = yaml.safe_load((run / "config.yaml").read_text())
-    index = pd.read_csv(run / "predictions/test/index.csv", dtype={"patient_id": str},
-                        keep_default_na=False)
-    scores = pd.read_csv(run / "evaluation/segmentation_slices.csv", dtype={"patient_id": str})
+    run = RunDir(run)
+    index = read_predictions(run.predictions("test"))["index"]
+    scores = run.evaluation_table("segmentation_slices")
     scores = scores[scores["gt_area"] > 0].reset_index(drop=True)
-    store = SliceStore(record["store"]["path"])
+    store = SliceStore(run.store_path)
     base = all_brain_dice(store, index["row"].to_numpy()[scores["row"].to_numpy()])
     return pd.DataFrame({"patient_id": scores["patient_id"].astype(str), "label":
                          scores["label"], "pred": scores["pred"], "dice": scores["dice"],
                          "all_brain_dice": base})
 
 
-def _macro_f1(run: Path) -> float:
-    return float(pd.read_csv(run / "evaluation/classification_summary.csv")["f1_macro"].iloc[0])
+def _macro_f1(run: RunDir) -> float:
+    return float(run.evaluation_table("classification_summary")["f1_macro"].iloc[0])
 
 
 def _ci(est, low, high) -> str:
@@ -79,12 +79,12 @@ def cross_validation_tables(runs: dict, out_dir: str | Path, n_resamples: int = 
         folds = sorted(f for m, f in runs if m == model)
         slices, ys, probs = [], [], []
         for fold in folds:
-            run = Path(runs[(model, fold)])
-            classes = list(yaml.safe_load((run / "config.yaml").read_text())["classes"])
+            run = RunDir(runs[(model, fold)])
+            classes = run.classes
             t = run_test_slices(run).assign(fold=fold)
-            index = pd.read_csv(run / "predictions/test/index.csv")
-            ys.append(index["label"].to_numpy())
-            probs.append(np.load(run / "predictions/test/probabilities.npy"))
+            test = read_predictions(run.predictions("test"))
+            ys.append(test["labels"])
+            probs.append(test["probabilities"])
             lgg = classes.index("LGG") if "LGG" in classes else None
             med, base = float(np.median(t["dice"])), float(np.median(t["all_brain_dice"]))
             ratio = med / base if base > 0 else np.nan
@@ -161,8 +161,7 @@ def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _rule(run: Path) -> str:
+def _rule(run: RunDir) -> str:
     from ..inference.maps import MaskRule
 
-    return MaskRule.from_choice(json.loads(
-        (run / "evaluation" / "offset_choice.json").read_text())).describe()
+    return MaskRule.from_choice(run.offset_choice()).describe()

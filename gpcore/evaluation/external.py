@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from ..io import atomic_path
+from ..rundir import RunDir
 
 #: what ``config.yaml`` holds in place of a training configuration
 EXTERNAL_PROFILE = "external"
@@ -62,7 +63,7 @@ def adopt_checkpoint(checkpoint: str | os.PathLike, store: str | os.PathLike,
     extra["classes"] = classes
     extra["source"] = source
 
-    out = Path(out_dir)
+    out = RunDir(out_dir)
     record = {
         "config": {"profile": EXTERNAL_PROFILE,
                    "model": {"name": model.model_name, **model.config},
@@ -75,19 +76,19 @@ def adopt_checkpoint(checkpoint: str | os.PathLike, store: str | os.PathLike,
         "versions": {"gpcore": __version__},
         "adopted": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if (out / "config.yaml").is_file():
-        old = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    if out.config_file.is_file():
+        old = out.record
         same = (old.get("checkpoint") == record["checkpoint"] and old.get("store") == record["store"]
                 and (old.get("split") or {}).get("fold") == int(fold))
         if not same:
             raise FileExistsError(f"{out}: holds another run; give a new --out folder or remove "
                                   f"it")
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(model, out / "best.safetensors", extra=extra)
-    with atomic_path(out / "split.csv") as tmp:
+        return out.path
+    out.path.mkdir(parents=True, exist_ok=True)
+    save_model(model, out.checkpoint, extra=extra)
+    with atomic_path(out.split_file) as tmp:
         shutil.copyfile(split, tmp)
-    with atomic_path(out / "config.yaml") as tmp:  # last: marks the folder complete
+    with atomic_path(out.config_file) as tmp:  # last: marks the folder complete
         tmp.write_text(yaml.safe_dump(record, sort_keys=False))
-    return out
+    return out.path
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from ..data.splits import load_split, split_rows
 from ..data.store import SliceStore

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from ..data.splits import load_split, split_rows
 from ..data.store import SliceStore
 from ..io import atomic_path, write_table
+from ..rundir import RunDir
 
 VERSION = 1
 
@@ -84,22 +84,19 @@ def spread_rows(candidates: np.ndarray, patients: np.ndarray, n: int) -> np.ndar
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> dict:
     """Model, store, test rows and test predictions of an evaluated run."""
-    from ..evaluation.run import _predictions
-    from ..inference.predict import load_checkpoint
+    from ..inference.predict import load_checkpoint, run_predictions
 
-    run = Path(run_dir)
-    if not (run / "best.safetensors").is_file():
-        raise FileNotFoundError(f"{run}: no best.safetensors; train it with `gpcore train`")
-    record = yaml.safe_load((run / "config.yaml").read_text())
-    store = SliceStore(record["store"]["path"])
-    split = load_split(run / "split.csv")
-    fold = int(record["split"]["fold"])
-    test = _predictions(run, store, split_rows(split, store.index, fold, "test"), "test",
-                        device, 64, False)
-    model, meta = load_checkpoint(run / "best.safetensors")
-    return {"run": run, "record": record, "store": store, "test": test,
+    run = RunDir(run_dir)
+    if not run.checkpoint.is_file():
+        raise FileNotFoundError(f"{run.checkpoint}: missing; train the run with `gpcore train`")
+    store = SliceStore(run.store_path)
+    split = load_split(run.split_file)
+    test = run_predictions(run, store, split_rows(split, store.index, run.fold, "test"), "test",
+                           device, 64, False)
+    model, meta = load_checkpoint(run.checkpoint)
+    return {"run": run.path, "record": run.record, "store": store, "test": test,
             "model": model.to(device).eval(), "meta": meta, "device": device,
-            "name": record["config"]["model"]["name"],
+            "name": run.model_name,
             "normalisation": (meta.get("extra") or {}).get("normalisation", "max")}
 
 
@@ -240,15 +237,14 @@ def explain_run(run_dir: str | Path, cfg: ExplainConfig | None = None, device: s
     from .captum_maps import guided_backprop_note
 
     cfg = cfg or ExplainConfig()
-    run = Path(run_dir)
-    out = run / "explanations"
+    out = RunDir(run_dir).explanations
     settings = {"version": VERSION, **asdict(cfg),
                 "figure_positions": None if figure_positions is None
                 else [int(p) for p in figure_positions]}
     done = out / "explain.json"
     if done.is_file() and json.loads(done.read_text()).get("settings") == settings:
         return out
-    loaded = load_run(run, device)
+    loaded = load_run(run_dir, device)
     test = loaded["test"]
     ap_slices, ap_patients = activation_precision_table(test)
     write_table(ap_slices, out / "ap_slices")

@@ -24,18 +24,18 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from ..data.store import SliceStore
 from ..evaluation.segmentation import dice_iou, score_slices
 from ..inference.maps import MAP_RULES, brain_masks, tumour_map
+from ..inference.predict import read_predictions
+from ..rundir import RunDir, healthy_index
 from ..inference.threshold import (PUBLISHED_OFFSETS, THRESHOLDS, check_threshold,
                                      mask_from_rule, rule_threshold, threshold_rule)
 
@@ -47,19 +47,19 @@ class EvaluatedRun:
     """One evaluated run folder, read lazily (predictions of ``part``, store, offset choice)."""
 
     def __init__(self, run_dir: str | Path, part: str = "test"):
-        self.path = Path(run_dir)
+        self.run = RunDir(run_dir)
+        self.path = self.run.path
         self.part = part
-        folder = self.path / "predictions" / part
-        for needed in (self.path / "config.yaml", folder / "index.csv",
-                       folder / "probabilities.npy", folder / "heatmaps.npy"):
+        folder = self.run.predictions(part)
+        for needed in (self.run.config_file, folder / "predict.json"):
             if not needed.is_file():
                 raise FileNotFoundError(f"{self.path}: not an evaluated run (missing {needed}); "
                                         f"run `gpcore evaluate {self.path}` first")
-        self.folder = folder
+        self._predictions = read_predictions(folder)
 
     @cached_property
     def record(self) -> dict:
-        return yaml.safe_load((self.path / "config.yaml").read_text())
+        return self.run.record
 
     @cached_property
     def model_name(self) -> str:
@@ -67,7 +67,7 @@ class EvaluatedRun:
 
     @cached_property
     def store(self) -> SliceStore:
-        return SliceStore(self.record["store"]["path"])
+        return SliceStore(self.run.store_path)
 
     @cached_property
     def classes(self) -> list[str]:
@@ -75,7 +75,7 @@ class EvaluatedRun:
 
     @cached_property
     def healthy_class(self) -> int | None:
-        return 0 if self.classes and self.classes[0] == "Healthy" else None
+        return healthy_index(self.classes)
 
     @cached_property
     def channel_names(self) -> list[str]:
@@ -84,17 +84,16 @@ class EvaluatedRun:
     @cached_property
     def index(self) -> pd.DataFrame:
         """The predictions' index: one row per predicted slice (``row`` is the store row)."""
-        return pd.read_csv(self.folder / "index.csv", dtype={"patient_id": str},
-                           keep_default_na=False)
+        return self._predictions["index"]
 
     @cached_property
     def probabilities(self) -> np.ndarray:
-        return np.load(self.folder / "probabilities.npy")
+        return self._predictions["probabilities"]
 
     @cached_property
     def heatmaps(self) -> np.ndarray:
         """``(N, K, H, W)`` memory-mapped."""
-        return np.load(self.folder / "heatmaps.npy", mmap_mode="r")
+        return self._predictions["heatmaps"]
 
     @cached_property
     def labels(self) -> np.ndarray:
@@ -138,11 +137,9 @@ class EvaluatedRun:
     def offset_choice(self, channel: str = "predicted") -> dict:
         """``offset_choice.json`` of ``evaluation/`` (or ``evaluation_true_class/`` for the
         true channel, when evaluated so); ``{}`` when absent."""
-        names = ["evaluation_true_class", "evaluation"] if channel == "true" else ["evaluation"]
-        for name in names:
-            path = self.path / name / "offset_choice.json"
-            if path.is_file():
-                return json.loads(path.read_text())
+        for ch in (["true", "predicted"] if channel == "true" else ["predicted"]):
+            if self.run.is_evaluated(ch):
+                return self.run.offset_choice(ch)
         return {}
 
     @property
@@ -677,7 +674,7 @@ def find_evaluated_runs(runs_dir: str | Path, fold: int = 0) -> dict[str, Path]:
     with the published ones first."""
     root = Path(runs_dir)
     found = {p.parent.name: p for p in sorted(root.glob(f"*/fold{fold}"))
-             if (p / "predictions" / "test" / "heatmaps.npy").is_file()}
+             if (RunDir(p).predictions("test") / "predict.json").is_file()}
     order = [m for m in PUBLISHED_OFFSETS if m in found] + sorted(set(found) -
                                                                   set(PUBLISHED_OFFSETS))
     return {m: found[m] for m in order}

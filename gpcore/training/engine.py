@@ -2,9 +2,9 @@
 
 A run folder holds ``config.yaml`` (the resolved configuration, the split, the store's version
 and package versions), ``split.csv`` (a copy of the split used), ``metrics.csv`` (one row per
-epoch), ``last.pt`` (full state for ``--resume``: model, optimiser, scheduler, RNG states,
-epoch), ``best.safetensors`` + ``best.json`` (the model selected on validation patients),
-``curves.png`` and ``summary.json``.
+epoch), ``last.pt`` (full state for ``--resume``: model, optimiser, scheduler, objective,
+epoch, best value), ``best.safetensors`` + ``best.json`` (the model selected on validation patients),
+``curves.png`` and ``summary.json`` (:class:`gpcore.rundir.RunDir`).
 
 What a batch costs and what happens between epochs is the model's training objective
 (:mod:`gpcore.training.objectives`, chosen by ``model.objective``): class-weighted
@@ -26,7 +26,9 @@ import platform
 import random
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -44,6 +46,7 @@ from ..data.splits import load_split, split_record, split_rows
 from ..data.store import SliceStore
 from ..io import atomic_path
 from ..models import create_model, save_model
+from ..rundir import RunDir
 from .config import resolve_config
 from .fast import FastPaths
 from .distributed import DistInfo, barrier, init_distributed, shutdown
@@ -66,14 +69,6 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-             "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
 
 def _versions() -> dict:
@@ -123,7 +118,7 @@ def make_scheduler(optimiser, tc: dict):
 
 
 @torch.no_grad()
-def evaluate(model, loader, weights, device, amp: bool,
+def validate(model, loader, weights, device, amp: bool,
              per_sample_loss=CrossEntropyObjective.per_sample_loss
              ) -> tuple[float, np.ndarray, np.ndarray]:
     """Weighted validation loss (``per_sample_loss``: cross-entropy unless the objective has
@@ -150,10 +145,11 @@ def train(store: str | os.PathLike, split: str | os.PathLike, out_dir: str | os.
     """Train ``model`` on ``fold`` of ``split`` over ``store``; returns the run folder.
     ``study``: the profile's sections for that study apply (``studies:`` in the profile)."""
     out = Path(out_dir)
-    if resume and (out / "config.yaml").is_file():
-        cfg = yaml.safe_load((out / "config.yaml").read_text())["config"]
+    run = RunDir(out)
+    if resume and run.config_file.is_file():
+        cfg = run.config
     else:
-        if (out / "last.pt").is_file():
+        if run.resume_state.is_file():
             raise FileExistsError(f"{out}: holds a run already; pass --resume to continue it or "
                                   f"choose another --out")
         cfg = resolve_config(profile, model, overrides, study)
@@ -167,18 +163,44 @@ def train(store: str | os.PathLike, split: str | os.PathLike, out_dir: str | os.
         shutdown(info)
 
 
-def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume: bool,
-           progress: bool, device: torch.device, info: DistInfo) -> Path:
-    tc = cfg["train"]
-    seed = int(tc["seed"])
-    if tc["deterministic"]:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    fast = FastPaths.from_config(tc["fast"], device, deterministic=tc["deterministic"])
-    fast.apply_backend_flags()
-    amp, channels_last = fast.bf16, fast.channels_last
+@dataclass
+class FoldData:
+    """The fold's slices and their loaders (:func:`build_loaders`)."""
 
-    # ---- data -----------------------------------------------------------------------------
+    store: SliceStore
+    split: pd.DataFrame
+    train_rows: np.ndarray
+    n_classes: int
+    weights_np: np.ndarray              # (C,) class weights of the training slices
+    weights: torch.Tensor               # the same on the device
+    sampler: DistributedSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
+    make_push_loader: Callable[[], DataLoader]  # training slices, no augmentation, store order
+
+
+@dataclass
+class Progress:
+    """Where training stands: restored from ``last.pt`` on resume, saved after every epoch."""
+
+    start_epoch: int = 0
+    history: list = field(default_factory=list)   # one metrics row per epoch
+    best: float | None = None                     # the selection metric's best value
+    stale: int = 0                                # epochs since it last improved
+
+    def update(self, value: float, pick) -> bool:
+        """Record this epoch's selection value; True when it is the best so far."""
+        if self.best is None or (value > self.best if pick is max else value < self.best):
+            self.best, self.stale = value, 0
+            return True
+        self.stale += 1
+        return False
+
+
+def build_loaders(tc: dict, store_dir: Path, split_path: Path, fold: int, fast: FastPaths,
+                  info: DistInfo, device: torch.device) -> FoldData:
+    """Training slices (every ``train_slice_step``-th, brain-level filtered), validation
+    slices, class weights and the loaders (a distributed sampler, one rank or many)."""
     store = SliceStore(store_dir)
     split = load_split(split_path)
     index = store.index
@@ -201,7 +223,7 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
     train_ds = SliceDataset(store, train_rows, tc["normalisation"], augmentation, with_mask=False)
     val_ds = SliceDataset(store, val_rows, tc["normalisation"], None, with_mask=False)
     sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
-                                 shuffle=True, seed=seed, drop_last=False)
+                                 shuffle=True, seed=int(tc["seed"]), drop_last=False)
     workers = int(tc["num_workers"])
     loader_kw = {"num_workers": workers, "pin_memory": fast.pin_memory,
                  # persistent workers keep their RNG streams across epochs, which would make
@@ -213,16 +235,25 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
         print(f"[train] drop_last ignored: {len(train_ds)} training slices hold no full batch "
               f"of {tc['batch_size']}")
         drop_last = False
-    train_loader = DataLoader(train_ds, batch_size=tc["batch_size"], sampler=sampler,
-                              drop_last=drop_last, **loader_kw)
-    val_loader = DataLoader(val_ds, batch_size=tc["batch_size"] * 2, shuffle=False, **loader_kw)
+    return FoldData(
+        store, split, train_rows, n_classes, weights_np, weights, sampler,
+        DataLoader(train_ds, batch_size=tc["batch_size"], sampler=sampler, drop_last=drop_last,
+                   **loader_kw),
+        DataLoader(val_ds, batch_size=tc["batch_size"] * 2, shuffle=False, **loader_kw),
+        lambda: DataLoader(SliceDataset(store, train_rows, tc["normalisation"], None,
+                                        with_mask=False),
+                           batch_size=tc["batch_size"] * 2, shuffle=False, **loader_kw))
 
-    # ---- model and optimiser ----------------------------------------------------------------
-    torch.manual_seed(seed)
+
+def build_model(cfg: dict, data: FoldData, fast: FastPaths, device: torch.device,
+                info: DistInfo) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    """``(net, ddp_net, step_net)``: the model (seeded, on the device, its memory format), its
+    DDP wrapper (itself on one process) and what the training step calls (compiled or not)."""
+    torch.manual_seed(int(cfg["train"]["seed"]))
     model_opts = {k: v for k, v in cfg["model"].items() if k != "name"}
-    net = create_model(cfg["model"]["name"], in_channels=store.images.shape[1],
-                       n_classes=n_classes, **model_opts).to(device)
-    if channels_last:
+    net = create_model(cfg["model"]["name"], in_channels=data.store.images.shape[1],
+                       n_classes=data.n_classes, **model_opts).to(device)
+    if fast.channels_last:
         net = net.to(memory_format=torch.channels_last)
     ddp_net = net
     if info.enabled:
@@ -235,128 +266,162 @@ def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume:
             net, device_ids=[device.index] if device.type == "cuda" else None)
     # compile falls back to eager (with a warning) when it fails on this platform
     step_net = fast.compile_model(ddp_net) if fast.compile else ddp_net
-    ctx = TrainingContext(
-        net=net, step_net=step_net, weights=weights, info=info, device=device, amp=amp,
-        channels_last=channels_last, accumulate=int(tc["accumulate"]),
-        train_loader=train_loader, sampler=sampler, out=out, progress=progress,
-        epochs=int(tc["epochs"]),
-        # training slices without augmentation, in store order (MProtoNet's push)
-        make_push_loader=lambda: DataLoader(
-            SliceDataset(store, train_rows, tc["normalisation"], None, with_mask=False),
-            batch_size=tc["batch_size"] * 2, shuffle=False, **loader_kw))
-    objective = build_objective(ctx, tc)
-    optimiser = make_optimiser(objective.param_groups(), tc, device)
-    scheduler = make_scheduler(optimiser, tc)
+    return net, ddp_net, step_net
 
-    # ---- run folder and resume ----------------------------------------------------------------
-    start_epoch, history, best, stale = 0, [], None, 0
-    if resume and (out / "last.pt").is_file():
-        state = torch.load(out / "last.pt", map_location=device, weights_only=True)
+
+def start_or_restore(run: RunDir, cfg: dict, data: FoldData, split_path: Path, fold: int,
+                     fast: FastPaths, device: torch.device, info: DistInfo, net, optimiser,
+                     scheduler, objective, resume: bool) -> Progress:
+    """Resume from ``last.pt`` (model, optimiser, scheduler, objective, progress), or begin the
+    run folder: the split's copy and ``config.yaml`` (the run record)."""
+    if resume and run.resume_state.is_file():
+        state = torch.load(run.resume_state, map_location=device, weights_only=True)
         net.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         objective.load_state_dict(state.get("objective"))
-        start_epoch, best, stale = state["epoch"] + 1, state["best"], state["stale"]
-        history = pd.read_csv(out / "metrics.csv").iloc[:start_epoch].to_dict("records")
+        start = state["epoch"] + 1
+        progress = Progress(start, run.metrics().iloc[:start].to_dict("records"),
+                            state["best"], state["stale"])
         if info.is_main:
-            print(f"[train] resuming {out} after epoch {state['epoch'] + 1}")
-    elif info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(split_path, out / "split.csv")
-        record = {"config": cfg, "store": store.record(),
-                  "split": split_record(split_path, split, fold),
-                  "class_weights": weights_np.tolist(), "classes": store.classes,
+            print(f"[train] resuming {run} after epoch {state['epoch'] + 1}")
+        return progress
+    if info.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(split_path, run.split_file)
+        record = {"config": cfg, "store": data.store.record(),
+                  "split": split_record(split_path, data.split, fold),
+                  "class_weights": data.weights_np.tolist(), "classes": data.store.classes,
                   "world_size": info.world_size, "device": str(device),
                   "fast_paths": fast.describe(),
                   "versions": _versions()}
-        with atomic_path(out / "config.yaml") as tmp:
+        with atomic_path(run.config_file) as tmp:
             tmp.write_text(yaml.safe_dump(record, sort_keys=False))
+    return Progress()
+
+
+def train_epoch(epoch: int, cfg: dict, data: FoldData, ctx: TrainingContext, ddp_net, objective,
+                optimiser, info: DistInfo, progress: bool) -> tuple[float, int, dict]:
+    """One pass over the training slices, the optimiser stepping every ``accumulate``
+    micro-batches; returns ``(summed logged loss, slices seen, summed loss parts)``."""
+    tc = cfg["train"]
+    _seed_epoch(int(tc["seed"]), epoch, info.rank)
+    data.sampler.set_epoch(epoch)
+    ctx.step_net.train()
+    ctx.net.zero_grad(set_to_none=True)
+    running, seen, parts = 0.0, 0, {}
+    bar = tqdm(data.train_loader, desc=f"{cfg['model']['name']} epoch {epoch + 1}/{tc['epochs']}",
+               disable=not (progress and info.is_main), leave=False)
+    n_batches, accumulate = len(data.train_loader), int(tc["accumulate"])
+    for i, batch in enumerate(bar):
+        x, y = ctx.batch(batch)
+        last_micro = (i + 1) % accumulate == 0 or i + 1 == n_batches
+        sync = ddp_net.no_sync() if info.enabled and not last_micro else \
+            contextlib.nullcontext()
+        with sync:
+            loss, logged, batch_parts = objective.training_loss(x, y)
+            loss.backward()
+        if last_micro:
+            if tc["grad_clip_value"]:
+                torch.nn.utils.clip_grad_value_(ctx.net.parameters(), tc["grad_clip_value"])
+            optimiser.step()
+            # all parameters: the objective may use some the optimiser does not step
+            ctx.net.zero_grad(set_to_none=True)
+        running += float(logged)
+        seen += len(y)
+        for key, value in batch_parts.items():
+            parts[key] = parts.get(key, 0.0) + float(value)
+        bar.set_postfix(loss=f"{running / seen:.4f}")
+    return running, seen, parts
+
+
+def save_epoch(run: RunDir, net, optimiser, scheduler, objective, state: Progress, epoch: int,
+               improved: bool, extra: dict, selection: str, value: float) -> None:
+    """After an epoch: the best model when it improved, ``metrics.csv`` and ``last.pt``."""
+    if improved:
+        save_model(net, run.checkpoint, extra={**extra, "epoch": epoch + 1, selection: value})
+    with atomic_path(run.metrics_file) as tmp:
+        pd.DataFrame(state.history).to_csv(tmp, index=False)
+    # every epoch re-seeds its RNGs from (seed, epoch, rank): no RNG state to keep
+    checkpoint = {"model": net.state_dict(), "optimiser": optimiser.state_dict(),
+                  "scheduler": scheduler.state_dict() if scheduler else None,
+                  "objective": objective.state_dict(),
+                  "epoch": epoch, "best": state.best, "stale": state.stale}
+    with atomic_path(run.resume_state) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def _train(cfg, store_dir: Path, split_path: Path, out: Path, fold: int, resume: bool,
+           progress: bool, device: torch.device, info: DistInfo) -> Path:
+    tc = cfg["train"]
+    run = RunDir(out)
+    if tc["deterministic"]:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    fast = FastPaths.from_config(tc["fast"], device, deterministic=tc["deterministic"])
+    fast.apply_backend_flags()
+
+    data = build_loaders(tc, store_dir, split_path, fold, fast, info, device)
+    net, ddp_net, step_net = build_model(cfg, data, fast, device, info)
+    ctx = TrainingContext(
+        net=net, step_net=step_net, weights=data.weights, info=info, device=device,
+        amp=fast.bf16, channels_last=fast.channels_last, accumulate=int(tc["accumulate"]),
+        train_loader=data.train_loader, sampler=data.sampler, run=run, progress=progress,
+        epochs=int(tc["epochs"]), make_push_loader=data.make_push_loader)
+    objective = build_objective(ctx, tc)
+    optimiser = make_optimiser(objective.param_groups(), tc, device)
+    scheduler = make_scheduler(optimiser, tc)
+    state = start_or_restore(run, cfg, data, split_path, fold, fast, device, info, net,
+                             optimiser, scheduler, objective, resume)
     barrier(info)
 
+    store = data.store
     extra = {"input_size": int(store.images.shape[-1]), "normalisation": tc["normalisation"],
              "classes": store.classes, "channels": store.meta.get("channels", []),
              "profile": cfg["profile"], "fold": fold}
     pick = SELECTION[tc["selection"]]
-    accumulate = int(tc["accumulate"])
     started = time.time()
-    for epoch in range(start_epoch, tc["epochs"]):
+    for epoch in range(state.start_epoch, tc["epochs"]):
         t0 = time.time()
-        _seed_epoch(seed, epoch, info.rank)
-        sampler.set_epoch(epoch)
-        step_net.train()
-        net.zero_grad(set_to_none=True)
-        running, seen, parts = 0.0, 0, {}
-        bar = tqdm(train_loader, desc=f"{cfg['model']['name']} epoch {epoch + 1}/{tc['epochs']}",
-                   disable=not (progress and info.is_main), leave=False)
-        n_batches = len(train_loader)
-        for i, batch in enumerate(bar):
-            x, y = ctx.batch(batch)
-            last_micro = (i + 1) % accumulate == 0 or i + 1 == n_batches
-            sync = ddp_net.no_sync() if info.enabled and not last_micro else \
-                contextlib.nullcontext()
-            with sync:
-                loss, logged, batch_parts = objective.training_loss(x, y)
-                loss.backward()
-            if last_micro:
-                if tc["grad_clip_value"]:
-                    torch.nn.utils.clip_grad_value_(net.parameters(), tc["grad_clip_value"])
-                optimiser.step()
-                # all parameters: the objective may use some the optimiser does not step
-                net.zero_grad(set_to_none=True)
-            running += float(logged)
-            seen += len(y)
-            for key, value in batch_parts.items():
-                parts[key] = parts.get(key, 0.0) + float(value)
-            bar.set_postfix(loss=f"{running / seen:.4f}")
+        running, seen, parts = train_epoch(epoch, cfg, data, ctx, ddp_net, objective,
+                                           optimiser, info, progress)
         if scheduler is not None:
             scheduler.step()
         between = objective.end_of_epoch(epoch)  # e.g. MProtoNet's push + last-layer passes
 
-        val_loss, y_true, y_pred = evaluate(net, val_loader, weights, device, amp,
-                                            objective.per_sample_loss)
-        scores = classification_scores(y_true, y_pred, n_classes)
+        val_loss, y_true, y_pred = validate(net, data.val_loader, data.weights, device,
+                                            fast.bf16, objective.per_sample_loss)
+        scores = classification_scores(y_true, y_pred, data.n_classes)
         row = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_loss": val_loss,
                **{f"val_{k}": v for k, v in scores.items()},
                **{f"train_{k}": v / max(seen, 1) for k, v in parts.items()}, **between,
                "lr": optimiser.param_groups[0]["lr"], "seconds": time.time() - t0}
-        history.append(row)
+        state.history.append(row)
         value = val_loss if tc["selection"] == "val_loss" else scores[tc["selection"]]
-        improved = False
-        if objective.selectable(epoch):  # MProtoNet: only models right after a push
-            if best is None or (value > best if pick is max else value < best):
-                best, stale, improved = value, 0, True
-            else:
-                stale += 1
+        # MProtoNet: only models right after a push are selectable
+        improved = objective.selectable(epoch) and state.update(value, pick)
         if info.is_main:
-            if improved:
-                save_model(net, out / "best.safetensors", extra={**extra, "epoch": epoch + 1,
-                                                                  tc["selection"]: value})
-            with atomic_path(out / "metrics.csv") as tmp:
-                pd.DataFrame(history).to_csv(tmp, index=False)
-            state = {"model": net.state_dict(), "optimiser": optimiser.state_dict(),
-                     "scheduler": scheduler.state_dict() if scheduler else None,
-                     "objective": objective.state_dict(),
-                     "epoch": epoch, "best": best, "stale": stale, "rng": _rng_state()}
-            with atomic_path(out / "last.pt") as tmp:
-                torch.save(state, tmp)
+            save_epoch(run, net, optimiser, scheduler, objective, state, epoch, improved, extra,
+                       tc["selection"], value)
             print(f"[train] {cfg['model']['name']} epoch {epoch + 1}/{tc['epochs']}: "
                   f"train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, "
                   f"val macro-F1 {scores['macro_f1']:.3f}, "
                   f"{row['seconds']:.1f} s" + (" pushed" if between.get("pushed") else "")
                   + (" *" if improved else ""), flush=True)
         barrier(info)
-        if tc["early_stopping"] and stale >= int(tc["early_stopping"]):
+        if tc["early_stopping"] and state.stale >= int(tc["early_stopping"]):
             break
 
     if info.is_main:
-        save_model(net, out / "last.safetensors", extra={**extra, "epoch": len(history)})
-        _finish(out, cfg, history, tc["selection"], pick, time.time() - started, objective)
+        save_model(net, run.last_checkpoint, extra={**extra, "epoch": len(state.history)})
+        _finish(run, cfg, state.history, tc["selection"], pick, time.time() - started,
+                objective)
     barrier(info)
     return out
 
 
-def _finish(out: Path, cfg: dict, history: list[dict], selection: str, pick, seconds: float,
+def _finish(run: RunDir, cfg: dict, history: list[dict], selection: str, pick, seconds: float,
             objective):
     from ..io import save_figure
     import matplotlib.pyplot as plt
@@ -369,7 +434,7 @@ def _finish(out: Path, cfg: dict, history: list[dict], selection: str, pick, sec
                "selection": selection, "best_epoch": int(best_row["epoch"]),
                "best": {k: float(v) for k, v in best_row.items() if k.startswith("val_")},
                "wall_seconds_this_call": round(seconds, 1)}
-    with atomic_path(out / "summary.json") as tmp:
+    with atomic_path(run.summary_file) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     axes[0].plot(metrics["epoch"], metrics["train_loss"], label="train")
@@ -381,5 +446,5 @@ def _finish(out: Path, cfg: dict, history: list[dict], selection: str, pick, sec
     axes[1].set_xlabel("epoch"), axes[1].set_ylim(0, 1), axes[1].legend(fontsize=8)
     fig.suptitle(f"{cfg['model']['name']}, profile {cfg['profile']}: training curves")
     fig.tight_layout()
-    save_figure(fig, out / "curves")
+    save_figure(fig, run.curves)
     plt.close(fig)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..io import atomic_path
+from ..rundir import RunDir
 from .distributed import DistInfo, all_reduce_sum
 
 
@@ -164,7 +164,7 @@ class TrainingContext:
     train_loader: DataLoader
     sampler: object
     make_push_loader: Callable[[], DataLoader]
-    out: Path
+    run: RunDir                        # the run folder (gpcore.rundir.RunDir)
     progress: bool = False
     epochs: int = 1
     _push_loader: DataLoader | None = field(default=None, repr=False)
@@ -320,7 +320,7 @@ class MProtoNetObjective(CrossEntropyObjective):
         if ctx.info.enabled:  # every rank pushed over the same slices; keep them bit-equal
             torch.distributed.broadcast(net.prototype_vectors.data, 0)
         if ctx.info.is_main:
-            with atomic_path(ctx.out / "prototypes.csv") as tmp:
+            with atomic_path(ctx.run.prototypes_file) as tmp:
                 table.assign(epoch=epoch + 1).to_csv(tmp, index=False)
         pushed = time.time()
         loss = float("nan")
