@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     parser.add_argument("--slices", type=int, default=10000)
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
-    from gpcore.evaluation.segmentation import bootstrap_median_ci, score_slices
+    from gpcore.evaluation.bootstrap import bootstrap_median_ci
+    from gpcore.evaluation.segmentation import score_slices
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

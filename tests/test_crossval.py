@@ -7,7 +7,8 @@ import yaml
 
 from gpcore.data.store import build_store
 from gpcore.evaluation.crossval import cross_validation_tables
-from gpcore.evaluation.segmentation import bootstrap_median_ci, score_slices
+from gpcore.evaluation.bootstrap import bootstrap_median_ci
+from gpcore.evaluation.segmentation import score_slices
 from gpcore.study.pipeline import parse_folds, study_plan
 from gpcore.inference.maps import brain_mask
 from fake_data import fake_subject
@@ -35,6 +36,7 @@ def _write_run(root, store, model, fold, patients, seed):
     index.to_csv(run / "predictions/test/index.csv", index=False)
     np.save(run / "predictions/test/probabilities.npy", prob.astype(np.float32))
     np.save(run / "predictions/test/heatmaps.npy", heat.astype(np.float16))
+    (run / "predictions/test/predict.json").write_text("{}\n")  # marks complete predictions
     scores = score_slices(heat, prob, np.asarray(store.masks[index.row.to_numpy()]), labels,
                           0.3, workers=1)
     scores.assign(patient_id=index.patient_id.to_numpy()[scores.row]).to_csv(

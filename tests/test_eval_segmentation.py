@@ -6,10 +6,11 @@ import pytest
 from sklearn.metrics import f1_score
 
 from gpcore.evaluation import segmentation as seg
-from gpcore.evaluation.segmentation import (bootstrap_mean_ci, bootstrap_median_ci,
-                                             bootstrap_median_difference_ci, dice_iou,
-                                            evaluate_with_validation_offset, patient_dice_3d,
-                                            score_slices, segmentation_summary, select_offset)
+from gpcore.evaluation.bootstrap import (bootstrap_mean_ci, bootstrap_median_ci,
+                                         bootstrap_median_difference_ci)
+from gpcore.evaluation.segmentation import (dice_iou, evaluate_with_validation_offset,
+                                            patient_dice_3d, score_slices, segmentation_summary,
+                                            select_offset)
 from gpcore.inference import heatmap_to_mask
 
 H = W = 48

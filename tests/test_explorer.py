@@ -60,6 +60,7 @@ def _write_run(root, store, model, patients, chosen, cleanup, published, sigma, 
         folder / "index.csv", index=False)
     np.save(folder / "probabilities.npy", prob.astype(np.float32))
     np.save(folder / "heatmaps.npy", heatmaps.astype(np.float16))
+    (folder / "predict.json").write_text("{}\n")  # written last: the predictions are complete
     (run / "config.yaml").write_text(yaml.safe_dump(
         {"config": {"model": {"name": model}, "profile": "smoke"},
          "store": {"path": str(store.path)}, "classes": store.classes}))

@@ -89,7 +89,7 @@ def all_brain_baseline(loaded: dict, n_resamples: int) -> dict:
 def dice_gain_over(run, base: dict, n_resamples: int) -> dict:
     """Paired patient-bootstrap difference of median test Dice (validation-chosen offset):
     the run's per-slice Dice minus the all-brain mask's on the same GT-tumour slices."""
-    from .segmentation import bootstrap_median_difference_ci
+    from .bootstrap import bootstrap_median_difference_ci
 
     scores = RunDir(run).evaluation_table("segmentation_slices")
     dice = scores.set_index("row")["dice"].reindex(base["positions"]).to_numpy(np.float64)

@@ -70,7 +70,7 @@ def cross_validation_tables(runs: dict, out_dir: str | Path, n_resamples: int = 
     """
     from ..io import write_table
     from .classification import pooled_metrics
-    from .segmentation import bootstrap_median_ci, bootstrap_median_difference_ci
+    from .bootstrap import bootstrap_median_ci, bootstrap_median_difference_ci
 
     out = Path(out_dir)
     per_fold, summary = [], []

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from .bootstrap import bootstrap_statistic_ci
+
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 3:
@@ -30,18 +32,10 @@ def confidence_fidelity(scores: pd.DataFrame, patient_ids, n_resamples: int = 10
     y = scores["dice"].to_numpy()[keep]
     groups = np.asarray(patient_ids)[keep]
     estimate = _spearman(x, y)
-    patients, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == p) for p in range(len(patients))]
-    rng = np.random.default_rng(seed)
-    stats = np.empty(n_resamples)
-    for i in range(n_resamples):
-        idx = np.concatenate([members[p] for p in rng.integers(0, len(patients), len(patients))])
-        stats[i] = _spearman(x[idx], y[idx])
-    stats = stats[np.isfinite(stats)]
-    alpha = (1 - ci) / 2
-    low, high = (np.quantile(stats, [alpha, 1 - alpha]) if len(stats) else (np.nan, np.nan))
+    low, high, n_patients = bootstrap_statistic_ci(lambda idx: _spearman(x[idx], y[idx]),
+                                                   groups, n_resamples, ci, seed)
     return {"spearman": estimate, "low": float(low), "high": float(high),
-            "n_slices": int(keep.sum()), "n_patients": int(len(patients)),
+            "n_slices": int(keep.sum()), "n_patients": n_patients,
             "ci": f"patient bootstrap, percentile, {ci:.0%}, {n_resamples} resamples"}
 
 

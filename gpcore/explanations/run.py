@@ -222,7 +222,7 @@ def captum_agreement(loaded: dict, positions: np.ndarray, cfg: ExplainConfig,
 
 def summarise(values: pd.Series, groups, how: str, n_resamples: int, seed: int) -> dict:
     """``{estimate, low, high, n}``: median or mean (rates) with a patient-bootstrap CI."""
-    from ..evaluation.segmentation import bootstrap_mean_ci, bootstrap_median_ci
+    from ..evaluation.bootstrap import bootstrap_mean_ci, bootstrap_median_ci
 
     v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     fn = bootstrap_median_ci if how == "median" else bootstrap_mean_ci

@@ -14,6 +14,14 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def flops_of(step) -> int:
+    """FLOPs (2 per multiply-add) that calling ``step()`` performs: convolutions and matmuls as
+    ``FlopCounterMode`` counts them (FFTs, pooling and element-wise ops are not counted)."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
 @torch.no_grad()
 def count_flops(model: nn.Module, input_shape: tuple[int, ...] = (1, 4, 240, 240)) -> int:
     """FLOPs (2 per multiply-add) of one eval-mode ``forward_with_heatmap`` call.
@@ -26,11 +34,9 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...] = (1, 4, 240, 240
     model.eval()
     device = next(model.parameters()).device
     try:
-        with FlopCounterMode(display=False) as counter:
-            model.forward_with_heatmap(torch.zeros(input_shape, device=device))
+        return flops_of(lambda: model.forward_with_heatmap(torch.zeros(input_shape, device=device)))
     finally:
         model.train(was_training)
-    return counter.get_total_flops()
 
 
 def model_summary(size: int = 240, names: list[str] | None = None) -> pd.DataFrame:

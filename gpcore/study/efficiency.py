@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,9 +22,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..models import count_parameters, create_model
+from ..machine import environment  # noqa: F401  (the benchmarks' and notebook's entry)
+from ..models.profile import count_flops, flops_of
 from ..training.fast import FastPaths
 
 #: class weights of the synthetic weighted cross-entropy (roughly BraTS-balanced)
@@ -48,11 +48,13 @@ def make_batch(batch: int, channels: int, size: int, device, seed: int = 0):
     return x.to(device), y.to(device)
 
 
-def make_optimiser(net: nn.Module, fast: FastPaths, lr: float = 1e-3,
-                   weight_decay: float = 5e-4) -> torch.optim.Optimizer:
-    """Adam as configured in ``gpcore/configs/train.yaml``; fused only where ``fast`` says so."""
-    return torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay,
-                            **fast.optimiser_kwargs())
+def make_optimiser(net: nn.Module, fast: FastPaths) -> torch.optim.Optimizer:
+    """The training optimiser of ``gpcore/configs/train.yaml`` (the paper's Adam) for ``net``
+    (:func:`gpcore.training.engine.make_optimiser`); fused only where ``fast`` says so."""
+    from ..training.config import train_defaults
+    from ..training.engine import make_optimiser as training_optimiser
+
+    return training_optimiser(net.parameters(), train_defaults(), fast=fast)
 
 
 def build(model: str | Callable[[], nn.Module], device, **model_kwargs) -> nn.Module:
@@ -76,10 +78,7 @@ def forward_flops(model: str | Callable[[], nn.Module], size: int, channels: int
     """FLOPs of one eval ``forward_with_heatmap`` of one ``channels × size × size`` slice
     (``FlopCounterMode``: convolutions and matmuls; FFTs and element-wise ops not counted),
     counted on the meta device: instant, no memory."""
-    net = _meta_model(model, model_kwargs).eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net.forward_with_heatmap(torch.zeros(1, channels, size, size, device="meta"))
-    return counter.get_total_flops()
+    return count_flops(_meta_model(model, model_kwargs), (1, channels, size, size))
 
 
 def training_flops(model: str | Callable[[], nn.Module], size: int, channels: int = 4,
@@ -90,10 +89,7 @@ def training_flops(model: str | Callable[[], nn.Module], size: int, channels: in
     net = _meta_model(model, model_kwargs).train()
     x = torch.zeros(1, channels, size, size, device="meta")
     y = torch.zeros(1, dtype=torch.long, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        loss = F.cross_entropy(net(x).float(), y)
-        loss.backward()
-    return counter.get_total_flops()
+    return flops_of(lambda: F.cross_entropy(net(x).float(), y).backward())
 
 
 def matmul_peak(device, dtype: torch.dtype = torch.float32, n: int | None = None,
@@ -393,29 +389,6 @@ def efficiency_table(models: Sequence[str] = ("gp_unet", "gp_shuffle_unet", "gp_
                                                     else thr.peak_mem_delta) / 2**20,
                      "device": str(device), "size": size, "path": fast.describe()})
     return pd.DataFrame(rows)
-
-
-def environment() -> dict:
-    """Hardware and versions for a results table."""
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    from ..training.fast import cpu_bf16_kind
-
-    kind = cpu_bf16_kind()
-    if kind:
-        cpu += f" ({'AMX' if kind == 'amx' else 'AVX-512'} bf16)"
-    env = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "torch": torch.__version__, "python": platform.python_version(),
-           "date": time.strftime("%Y-%m-%d"), "gpu": None}
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name()
-    return env
 
 
 @contextlib.contextmanager

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..machine import describe
+
 #: the repository checkout (notebooks/, results/, figures/, runs/): the study runs from a clone
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ("phantom", "brats2020", "figshare")
@@ -50,30 +52,6 @@ def _sources_digest() -> str:
     return h.hexdigest()
 
 
-def machine() -> str:
-    """A short description of this machine for result labels: CPU model and cores, GPU."""
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{cpu}, {cores} cores"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            text += f", {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return text
-
-
 def _record_stage(results: Path, name: str, seconds: float) -> None:
     path = results / "stage_times.json"
     times = json.loads(path.read_text()) if path.is_file() else {}
@@ -88,7 +66,7 @@ def _write_environment(results: Path) -> None:
 
     path = results / "stage_times.json"
     times = json.loads(path.read_text()) if path.is_file() else {}
-    env = {"machine": machine(), "torch": str(torch.__version__),
+    env = {"machine": describe(), "torch": str(torch.__version__),
            "finished": datetime.datetime.now().isoformat(timespec="seconds"),
            "stage_seconds": times, "study_minutes": round(sum(times.values()) / 60, 1)}
     (results / "environment.json").write_text(json.dumps(env, indent=2) + "\n")

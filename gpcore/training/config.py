@@ -25,6 +25,11 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def train_defaults() -> dict:
+    """``gpcore/configs/train.yaml``'s ``train`` section: the paper's training settings."""
+    return yaml.safe_load((CONFIGS / "train.yaml").read_text())["train"]
+
+
 def resolve_config(profile: str = "quick", model: str = "gp_unet",
                    overrides: list[str] | dict | None = None, study: str | None = None) -> dict:
     """The training configuration of ``model`` under ``profile`` (for ``study``: with the
@@ -59,12 +64,10 @@ def _check(cfg: dict, train: dict, model_train: dict, profile: str, model: str,
     (``train`` / ``model_train``: ``gpcore/configs/train.yaml``'s sections, the known keys)."""
     from ..configs import check_keys
     from ..models.registry import model_options
+    from .settings import check_train
 
-    known = set(train)
-    for per_model in model_train.values():
-        known |= set(per_model or {})  # e.g. MProtoNet's ``mprotonet:`` loss coefficients
     where = f"{profile_path(profile)}" + (" (or the KEY=VALUE overrides)" if overrides else "")
-    check_keys(cfg["train"], known, f"{where}: train")
+    check_train(cfg["train"], f"{where}: train")  # unknown keys and wrong types raise
     try:
         accepted = model_options(model)
     except KeyError:  # an unknown model is reported where it is built, naming the run

@@ -79,15 +79,19 @@ def _versions() -> dict:
             "scikit-learn": sklearn.__version__, "python": platform.python_version()}
 
 
-def make_optimiser(params, tc: dict, device: torch.device) -> torch.optim.Optimizer:
-    """``train.optimizer``: ``adam`` (coupled L2 weight decay, the GP paper) or ``adamw``
-    (decoupled, MProtoNet); ``params`` may be parameter groups with their own settings."""
+def make_optimiser(params, tc: dict, device: torch.device | None = None,
+                   fast: FastPaths | None = None) -> torch.optim.Optimizer:
+    """The one optimiser factory. ``train.optimizer``: ``adam`` (coupled L2 weight decay, the GP
+    paper) or ``adamw`` (decoupled, MProtoNet), with ``train.lr`` and ``train.weight_decay``;
+    ``params`` may be parameter groups with their own settings. Fused kernels as ``fast`` says
+    (:meth:`FastPaths.optimiser_kwargs`), else on CUDA ``device``s."""
     kind = tc.get("optimizer", "adam")
     classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if kind not in classes:
         raise ValueError(f"train.optimizer must be one of {sorted(classes)}, got {kind!r}")
-    return classes[kind](params, lr=tc["lr"], weight_decay=tc["weight_decay"],
-                         fused=device.type == "cuda" or None)
+    fused = (fast.optimiser_kwargs() if fast is not None
+             else {"fused": (device is not None and device.type == "cuda") or None})
+    return classes[kind](params, lr=tc["lr"], weight_decay=tc["weight_decay"], **fused)
 
 
 def warmup_cosine(epochs: int, warmup: int):

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..io import atomic_path
+from ..models.base import lse_pool
 from ..rundir import RunDir
 from .distributed import DistInfo, all_reduce_sum
 
@@ -80,16 +81,10 @@ def mapping_loss(mapping: Callable[[Tensor], Tensor], z: Tensor, maps: Tensor,
     return equivariance + maps.float().abs().mean()
 
 
-def lse_pool(x: Tensor, r: float = 10.0) -> Tensor:
-    """``(logsumexp(r x) - log N) / r`` over the positions of ``(B, C, h, w)`` -> ``(B, C)``."""
-    flat = x.float().flatten(2)
-    return (torch.logsumexp(r * flat, dim=2) - math.log(flat.shape[2])) / r
-
-
 def online_cam_logits(model: nn.Module, z: Tensor, r: float = 10.0) -> Tensor:
     """MProtoNet's online-CAM branch: ``W_cls(lse(p_map[:3](z)) W_map^T)`` with the mapping
     module's ``Conv_map`` weight (``p_map[3]``, K x D) and ``W_cls`` shared -> ``(B, C)``."""
-    pooled = lse_pool(model.p_map[:3](z), r)
+    pooled = lse_pool(model.p_map[:3](z).float(), r)  # in fp32 under autocast
     w_map = model.p_map[3].weight.flatten(1).float()
     return model.last_layer(pooled @ w_map.T)
 
