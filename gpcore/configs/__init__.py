@@ -18,14 +18,16 @@ import yaml
 CONFIGS = Path(str(files(__name__)))
 
 
-#: the sections of a profile and the keys of its ``data`` and ``explain`` sections (``train``
-#: keys are checked against ``gpcore/configs/train.yaml``, model options against the constructors)
+#: the sections of a profile and the keys of its ``data``, ``explain`` and ``efficiency`` sections
+#: (``train`` keys are checked by :mod:`gpcore.training.settings`, model options against the
+#: constructors)
 PROFILE_KEYS = {
     "name": None, "train": None, "models": None, "model_train": None, "studies": None,
     "data": {"phantom_subjects", "phantom_seed", "phantom_hgg_fraction", "slice_size", "folds",
              "val_fraction", "split_seed"},
     "explain": {"occlusion_window", "occlusion_stride", "captum_max_slices", "ids_max_slices",
                 "batch_size", "n_resamples"},
+    "efficiency": {"batch_sizes", "reps", "max_seconds"},  # the efficiency notebook's timings
 }
 
 

@@ -13,6 +13,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -20,6 +21,34 @@ from ..rundir import RunDir, find_runs  # noqa: F401  (find_runs: the notebooks'
 
 #: every model of the study, in table order: the three GP models, then the baselines
 STUDY_MODELS = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet", "mprotonet", "cnn_gradcam")
+
+#: how tables and figure titles name each study's data
+DATASETS = {"phantom": "synthetic phantom (BraTS 2020 layout)", "brats2020": "BraTS 2020",
+            "figshare": "Figshare (Cheng et al.)"}
+
+
+class NotebookContext(NamedTuple):
+    """What a stage notebook works with, from its papermill parameters."""
+
+    work_dir: Path      # slice store and split (data stage)
+    runs_dir: Path      # training runs: <model>/fold<k>
+    results_dir: Path
+    figures_dir: Path
+    plan: dict          # :func:`study_plan`: models and folds
+    label: str          # e.g. "synthetic phantom (BraTS 2020 layout), patient-level split, ..."
+
+
+def notebook_context(study: str, profile: str, folds: str = "", work_dir: str = "",
+                     runs_dir: str = "", results_dir: str = "", figures_dir: str = ""
+                     ) -> NotebookContext:
+    """The set-up every stage notebook shares: its folders as paths, the study plan, the
+    label of its tables and figures; figures render off-screen (headless papermill)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    label = f"{DATASETS[study]}, patient-level split, profile {profile}"
+    return NotebookContext(Path(work_dir), Path(runs_dir), Path(results_dir), Path(figures_dir),
+                           study_plan(profile, folds or None, study), label)
 
 
 def study_plan(profile: str, folds: str | list[int] | None = None,
