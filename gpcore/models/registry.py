@@ -7,6 +7,8 @@ from typing import Callable
 
 from torch import nn
 
+from .contract import check_model_class
+
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
 
@@ -15,6 +17,7 @@ def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
+        check_model_class(cls)
         _REGISTRY[name] = cls
         cls.model_name = name
         return cls
