@@ -102,3 +102,26 @@ def test_cli_train_applies_the_profile_section_of_its_study(tmp_path):
     assert plain["train"]["epochs"] == 2 and len(plain_metrics) == 1 + 2
     assert fig["train"]["epochs"] == 1 and len(fig_metrics) == 1 + 1
     assert fig["study"] == "figshare" and "study" not in plain
+
+
+def test_readme_code_map_names_every_module_and_sub_command():
+    """The README's "How it is built" map is of this layout: every stage package, every
+    top-level module and every ``gpcore`` sub-command appear in it."""
+    from gpcore.cli import build_parser
+
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("## How it is built"):text.index("## Citation")]
+    package = ROOT / "gpcore"
+    for path in sorted(package.iterdir()):
+        if path.name.startswith("_") or path.name == "__pycache__":
+            continue
+        if path.is_dir():
+            assert f"gpcore/{path.name}/" in block, path.name
+            for module in path.glob("*.py"):
+                if not module.name.startswith("_"):
+                    assert module.stem in block, f"{path.name}/{module.name}"
+        elif path.suffix == ".py" and path.stem != "cli":
+            assert f"gpcore/{path.name}" in block, path.name
+    sub = next(a for a in build_parser()._actions if getattr(a, "choices", None))
+    for command in sub.choices:
+        assert f"gpcore {command}" in block or f"| {command}" in block, command

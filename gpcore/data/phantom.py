@@ -1,4 +1,4 @@
-"""The BraTS-2020-shaped synthetic tumour phantom (spec: ``shared/spec/phantom.md``).
+"""The BraTS-2020-shaped synthetic tumour phantom (spec: ``docs/spec/phantom.md``).
 
 >>> from gpcore.data.phantom import generate_phantom, phantom_figure
 >>> training = generate_phantom("data/phantom", n_subjects=20, seed=0)

@@ -1,1 +1,1 @@
-"""Evaluation of the GP classifiers (spec ``evaluation.md``): segmentation scores from heatmaps."""
+"""Evaluation of the GP classifiers (``docs/spec/evaluation.md``): segmentation scores from heatmaps."""

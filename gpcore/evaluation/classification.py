@@ -1,7 +1,7 @@
 """Slice- and patient-level classification metrics, curves, figures and the report writer.
 
-Spec: ``evaluation.md`` (Classification, Reporting); confusion matrices follow defect D13 of
-``gp-models.md``: **rows = true class, columns = predicted class**.
+Spec: ``docs/spec/evaluation.md`` (Classification, Reporting); confusion matrices follow defect D13 of
+``docs/spec/gp-models.md`` §8: **rows = true class, columns = predicted class**.
 
 Vocabulary (as in ``gpcore.inference.predict`` prediction folders):
 

@@ -1,6 +1,6 @@
 """Cross-validated results: every fold of a study, their mean ± sd, and the pooled test patients
 of all folds (each patient is in exactly one test fold), with patient-bootstrap CIs and the
-paired difference to the all-brain mask (``evaluation.md``, "Robustness"; issue 13).
+paired difference to the all-brain mask (``docs/spec/evaluation.md``, "Robustness").
 
 Inputs are evaluated run folders (``gpcore evaluate``): ``predictions/test/index.csv``,
 ``predictions/test/probabilities.npy`` and ``evaluation/segmentation_slices.csv``. The

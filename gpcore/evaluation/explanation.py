@@ -1,4 +1,4 @@
-"""Explanation-quality metrics exactly as MProtoNet defines them (``shared/spec/mprotonet.md``
+"""Explanation-quality metrics exactly as MProtoNet defines them (``docs/spec/mprotonet.md``
 §7, ported to 2D per §8): activation precision (AP) and the incremental deletion score (IDS).
 
 * **AP**: the attribution is min-max normalised over the whole tensor, binarised at 0.5 per

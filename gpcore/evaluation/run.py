@@ -1,5 +1,5 @@
 """``gpcore evaluate RUN_DIR``: classification and weakly-supervised segmentation of a trained
-run on its validation and test patients (``shared/spec/evaluation.md``).
+run on its validation and test patients (``docs/spec/evaluation.md``).
 
 1. Predictions of ``best.safetensors`` on the fold's validation and test slices
    (``RUN_DIR/predictions/{val,test}``; reused when present).

@@ -1,5 +1,5 @@
-"""Weakly-supervised segmentation scores (spec ``evaluation.md``, "Weakly-supervised
-segmentation"; defects D7 and D9 of ``gp-models.md`` §8).
+"""Weakly-supervised segmentation scores (``docs/spec/evaluation.md``, "Weakly-supervised
+segmentation"; defects D7 and D9 of ``docs/spec/gp-models.md`` §8).
 
 Inputs are what :func:`gpcore.inference.predict.predict_store` writes: ``heatmaps (N, K, H, W)``
 (float16, usually memory-mapped), ``probabilities (N, K)``, plus the store's ground-truth
@@ -243,7 +243,7 @@ def score_slices(heatmaps, probabilities, masks, labels, offset: float, cleanup:
         channel: ``"predicted"`` (as published) or ``"true"`` (the true class's channel).
             A slice whose channel class is ``healthy_class`` (predicted Healthy under
             "predicted", true Healthy under "true") gets the **empty mask**, as
-            ``evaluation.md`` says; the reference instead thresholded its Healthy channel.
+            ``docs/spec/evaluation.md`` says; the reference instead thresholded its Healthy channel.
             ``healthy_class=None`` thresholds every channel.
         rows: score only these rows (default all), in this order.
         workers: processes (default ``os.cpu_count()``); used when more than

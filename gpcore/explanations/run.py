@@ -1,7 +1,7 @@
 """Explanation quality of one evaluated training run (``gpcore explain RUN_DIR``).
 
 For the run's **test** slices and the model's own localisation map (the heatmap channel of the
-**ground-truth** class, MProtoNet's convention - ``shared/spec/mprotonet.md`` §6, §8):
+**ground-truth** class, MProtoNet's convention - ``docs/spec/mprotonet.md`` §6, §8):
 
 * **AP** (activation precision) and DSC@0.5 per ground-truth tumour slice, and per patient on
   the stacked slice maps of the tumour-grade channel (the 3D-comparable figure);

@@ -1,4 +1,4 @@
-"""Heatmap -> tumour mask, as published (spec ``gp-models.md`` §10, steps 1-4).
+"""Heatmap -> tumour mask, as published (``docs/spec/gp-models.md`` §10, steps 1-4).
 
 * **Threshold.** ``t_hi = threshold_multiotsu(hm, classes=3, nbins=256)[-1]`` on the raw map
   (negative values included, no ReLU, no normalisation), ``thr = max(0, t_hi - offset)``,

@@ -17,7 +17,7 @@ Only two files are fetched: the weights (``model.safetensors``, else ``pytorch_m
 ``config.json`` (plain JSON). The repositories' custom modelling code (``trust_remote_code``) is
 never downloaded or run. The architecture is read off the weights' keys and shapes and checked
 against the repository name; classes, channel order, normalisation and input size are the
-published ones (``shared/spec/gp-models.md`` §1, §9).
+published ones (``docs/spec/gp-models.md`` §1, §9).
 """
 from __future__ import annotations
 

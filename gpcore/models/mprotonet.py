@@ -1,6 +1,6 @@
 """MProtoNet-2D, variant C (``p_mode=5``: soft masking + online-CAM), after Wei et al., MIDL 2023
 (aywi/mprotonet ``src/models.py``), ported to 2D slices and C classes as
-``shared/spec/mprotonet.md`` §2 and §8 describe.
+``docs/spec/mprotonet.md`` §2 and §8 describe.
 
 Data flow for a batch ``x (B, C_in, H, W)``; ``K = prototypes_per_class * n_classes``::
 
@@ -56,7 +56,7 @@ class MProtoNet2D(nn.Module):
 
     ``model(x)`` returns logits ``(B, C)`` in train and eval mode;
     :meth:`forward_train` the dict the losses need; :meth:`forward_with_heatmap` logits and the
-    spec §6 localisation maps for every class; :meth:`push_forward` ``(H, d, M)``.
+    ``docs/spec/mprotonet.md`` §6 localisation maps for every class; :meth:`push_forward` ``(H, d, M)``.
 
     Args:
         in_channels: input contrasts.

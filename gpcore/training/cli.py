@@ -1,6 +1,6 @@
 """``python -m gpcore.training.cli`` / ``gpcore train``: train a model on a slice store.
 
-Multi-GPU or multi-node: ``torchrun --nproc_per_node=N -m gpcore.training.cli ...`` (DDP; the batch
+Multi-GPU or multi-node: ``torchrun --nproc_per_node=N -m gpcore train ...`` (DDP; the batch
 size is per process, so the global batch is N × batch_size × accumulate).
 """
 from __future__ import annotations

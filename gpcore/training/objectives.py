@@ -3,7 +3,7 @@ happens between epochs. The engine (:mod:`gpcore.training.engine`) is the same f
 
 * :class:`CrossEntropyObjective` - the GP models and ``cnn_gradcam``: class-weighted
   cross-entropy, normalised over the global micro-batch.
-* :class:`MProtoNetObjective` - MProtoNet (``shared/spec/mprotonet.md`` §3-§4): focal loss,
+* :class:`MProtoNetObjective` - MProtoNet (``docs/spec/mprotonet.md`` §3-§4): focal loss,
   cluster and separation costs, mapping loss, online-CAM loss in the joint stage; every
   ``push_every`` epochs a push of the prototypes onto training slices followed by
   ``last_layer_passes`` passes that train ``W_cls`` alone with focal loss + L1.
@@ -232,7 +232,7 @@ class CrossEntropyObjective:
 
 
 class MProtoNetObjective(CrossEntropyObjective):
-    """MProtoNet-2D variant C's training (spec §3-§4); options under ``train.mprotonet``.
+    """MProtoNet-2D variant C's training (``docs/spec/mprotonet.md`` §3-§4); options under ``train.mprotonet``.
 
     Joint stage (every batch): ``FL + 0.8 clst - 0.08 sep + 0.5 map + 0.05 OC``, optimised by
     the engine's joint optimiser, whose parameter groups are backbone, add-on, prototypes
