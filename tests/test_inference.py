@@ -242,7 +242,7 @@ def test_segment_subject_folder_with_missing_contrast(phantom, checkpoint, tmp_p
 
 
 def test_overview_shows_the_largest_masks():
-    from gpcore.inference.segment import overview_slices
+    from gpcore.inference.overview import overview_slices
 
     mask = np.zeros((8, 8, 6), np.uint8)  # unsigned, as written to NIfTI
     mask[:3, :3, 4] = 1

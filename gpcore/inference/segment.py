@@ -57,146 +57,15 @@ import torch.nn.functional as F
 from ..data.errors import DataError, check_on_error, report
 from ..data.records import BRATS_CLASSES, BRATS_CONTRASTS
 from ..io import atomic_path, publish_dir
-from . import PUBLISHED_OFFSETS
-from .maps import MAP_RULES, MaskRule
-from .patient import RULE as PATIENT_RULE, patient_class
 from ..rundir import RunDir, healthy_index
+from .maps import MAP_RULES, MaskRule
+from .overview import overview as write_overview
+from .patient import RULE as PATIENT_RULE, patient_class
+from .threshold import PUBLISHED_OFFSETS
+from .volumes import (TRAINING_AXCODES, SegmentInput, apply_orientation, discover_inputs,
+                      load_input, nifti_like, reoriented_zooms, to_training_orientation)
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 REFERENCE_SIZE = 240  # the published clean-up sizes are in pixels of 240 x 240 slices
-INPUT_HELP = ("pass a folder of subject folders (<id>/<id>_t1.nii.gz, ...), one subject folder, "
-              "a NIfTI volume, or a folder of NIfTI volumes")
-
-
-@dataclass(frozen=True)
-class SegmentInput:
-    """One subject to segment: a BraTS-like folder (``subject`` set) or a single volume."""
-
-    subject_id: str
-    paths: tuple[Path, ...]
-    subject: object = None  # a VolumeSubject for folder inputs
-
-
-# --------------------------------------------------------------------------------------------
-# discovery and loading
-# --------------------------------------------------------------------------------------------
-def _is_nifti(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def discover_inputs(inputs: str | os.PathLike, contrasts: Sequence[str] = BRATS_CONTRASTS,
-                    on_error: str = "stop", skipped: list | None = None) -> list[SegmentInput]:
-    """The subjects in ``inputs`` (see the module docstring); reads no voxels."""
-    from ..data.brats import _find_file, discover_brats, load_brats_volume
-    from ..data.records import VolumeSubject
-
-    root = Path(inputs)
-    if _is_nifti(root):
-        return [SegmentInput(_stem(root), (root,))]
-    if not root.is_dir():
-        raise DataError(root, "not found" if not root.exists() else "not a NIfTI file",
-                        INPUT_HELP)
-    entries = sorted(root.iterdir(), key=lambda p: p.name)
-    if any(p.is_dir() and not p.name.startswith(".") and any(_is_nifti(f) for f in p.iterdir())
-           for p in entries):
-        subjects = discover_brats(root, contrasts, on_error=on_error, skipped=skipped,
-                                  labelled=False)
-        return [SegmentInput(s.subject_id, tuple(s.image_paths), s) for s in subjects]
-    files = [p for p in entries if _is_nifti(p) and not p.name.startswith(".")]
-    if not files:
-        raise DataError(root, "no NIfTI files or subject folders found", INPUT_HELP)
-    contrasts = tuple(c.lower() for c in contrasts)
-    paths = [_find_file(root, root.name, c) for c in contrasts]
-    if all(paths):  # one BraTS-like subject folder
-        subject = VolumeSubject(root.name, root, contrasts, tuple(paths), None, None,
-                                loader=load_brats_volume)
-        return [SegmentInput(root.name, tuple(paths), subject)]
-    ids = [_stem(p) for p in files]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise DataError(root, f"several files for volume {dupes[0]} (.nii and .nii.gz?)",
-                        "keep one file per volume")
-    return [SegmentInput(i, (p,)) for i, p in zip(ids, files)]
-
-
-def _read_volume(path: Path):
-    """``(image (C, X, Y, Z) float32, nibabel image)`` of a single 3D or 4D NIfTI volume."""
-    from ..data.brats import open_nifti
-
-    img, data = open_nifti(path, "re-export or re-copy the file")
-    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector layout (X, Y, Z, 1, C)
-        data = data[:, :, :, 0]
-    if data.ndim == 3:
-        image = data[None].astype(np.float32)
-    elif data.ndim == 4:
-        image = np.moveaxis(data, -1, 0).astype(np.float32)
-    else:
-        raise DataError(path, f"expected a 3D volume or a 4D (X, Y, Z, contrasts) volume, got "
-                        f"shape {data.shape}", "stack the contrasts along the 4th axis")
-    if not np.all(np.isfinite(image)):
-        n = int(image.size - np.count_nonzero(np.isfinite(image)))
-        raise DataError(path, f"{n} NaN/Inf voxels", "replace them (e.g. by 0) and retry")
-    for c in range(image.shape[0]):
-        if not image[c].any():
-            raise DataError(path, f"contrast {c} is all zero", "check the export")
-    return image, img
-
-
-#: the voxel axes the models were trained in: BraTS 2020 as nibabel reads it (and the phantom),
-#: axial slices along the last axis
-TRAINING_AXCODES = ("L", "P", "S")
-
-
-def to_training_orientation(image: np.ndarray, affine: np.ndarray):
-    """``image (C, X, Y, Z)`` in the voxel order of ``affine`` -> ``(image in the training
-    voxel order (C, X', Y', Z'), the orientation that takes a volume back)``: a user volume in
-    RAS, or stored sagittal-first, is segmented in the axes the model saw (only flips and axis
-    permutations, no resampling). Inverse: ``apply_orientation(volume, back)``."""
-    from nibabel import orientations as nio
-
-    src = nio.io_orientation(affine)
-    if np.isnan(src).any():
-        raise ValueError("the volume's affine has no clear axis directions (oblique by 45°?); "
-                         "reslice it to an axial orientation first")
-    target = nio.axcodes2ornt(TRAINING_AXCODES)
-    forward = nio.ornt_transform(src, target)
-    out = np.stack([nio.apply_orientation(c, forward) for c in image]).astype(np.float32)
-    return np.ascontiguousarray(out), nio.ornt_transform(target, src)
-
-
-def reoriented_zooms(ref, back: np.ndarray) -> tuple[float, float, float]:
-    """The voxel size (mm) of ``ref`` along the axes of the training orientation (``back``:
-    the orientation from them to ``ref``'s, as :func:`to_training_orientation` returns)."""
-    zooms = [float(z) for z in ref.header.get_zooms()[:3]]
-    # back[i] = [axis of ref, flip] for training axis i
-    return tuple(zooms[int(back[i, 0])] for i in range(3))
-
-
-def apply_orientation(volume: np.ndarray, ornt: np.ndarray) -> np.ndarray:
-    """``volume (X, Y, Z, ...)`` flipped / permuted by ``ornt`` on its first three axes."""
-    from nibabel import orientations as nio
-
-    return np.ascontiguousarray(nio.apply_orientation(volume, ornt))
-
-
-def load_input(item: SegmentInput):
-    """``(image (C, X, Y, Z) float32, reference nibabel image for affine and header)``."""
-    import nibabel as nib
-
-    if item.subject is None:
-        return _read_volume(item.paths[0])
-    volume = item.subject.load()  # checks corruption, geometry, NaN, empty contrasts
-    ref = nib.load(item.paths[0])  # header only (already read once, so it is readable)
-    return volume.image, ref
-
 
 # --------------------------------------------------------------------------------------------
 # the model
@@ -327,56 +196,6 @@ def _load_predictor(checkpoint, offset, device, batch_size, cleanup=True, map_ru
 # --------------------------------------------------------------------------------------------
 # one subject
 # --------------------------------------------------------------------------------------------
-def _nifti(data: np.ndarray, ref, dtype):
-    import nibabel as nib
-
-    img = nib.Nifti1Image(data, ref.affine, header=ref.header)
-    img.set_data_dtype(dtype)
-    img.header["cal_min"] = img.header["cal_max"] = 0  # the input's display range is not ours
-    return img
-
-
-def overview_slices(mask: np.ndarray, preds: dict[int, str], n: int = 4) -> list[int]:
-    """Axial indices of the ``n`` largest masks of ``mask (X, Y, Z)``, sorted; without any mask,
-    the ``n`` middle slices among those predicted (``preds``: slice -> class)."""
-    areas = mask.reshape(-1, mask.shape[-1]).sum(0).astype(np.int64)  # signed: negated below
-    chosen = [int(k) for k in np.argsort(-areas, kind="stable")[:n] if areas[k] > 0]
-    if not chosen:
-        candidates = sorted(preds)
-        mid = len(candidates) // 2
-        chosen = candidates[max(0, mid - n // 2): max(0, mid - n // 2) + n]
-    return sorted(chosen)
-
-
-def _overview(path: Path, image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
-              preds: dict[int, str], display_channel: int, subject_id: str, n: int = 4) -> None:
-    """Rows: the ``n`` slices with the largest masks (else the middle non-empty slices)."""
-    from matplotlib.figure import Figure
-
-    chosen = overview_slices(mask, preds, n)
-    fig = Figure(figsize=(9, 3 * max(1, len(chosen))))
-    axes = fig.subplots(max(1, len(chosen)), 3, squeeze=False)
-    for row, k in zip(axes, chosen):
-        img = image[display_channel, :, :, k].T
-        row[0].imshow(img, cmap="gray", origin="lower")
-        row[0].set_title(f"slice {k}: {preds.get(k, 'empty')}", fontsize=9)
-        im = row[1].imshow(heat[:, :, k].T, cmap="inferno", origin="lower")
-        fig.colorbar(im, ax=row[1], fraction=0.046)
-        row[1].set_title("heatmap (predicted class)", fontsize=9)
-        row[2].imshow(img, cmap="gray", origin="lower")
-        if mask[:, :, k].any():
-            m = mask[:, :, k].T.astype(bool)
-            row[2].imshow(np.ma.masked_where(~m, m.astype(float)), cmap="autumn", alpha=0.3,
-                          origin="lower", vmin=0, vmax=1)
-            row[2].contour(mask[:, :, k].T.astype(float), levels=[0.5], colors="red",
-                           linewidths=1)
-        row[2].set_title(f"mask: {int(mask[:, :, k].sum())} voxels", fontsize=9)
-        for ax in row:
-            ax.set_axis_off()
-    fig.suptitle(f"{subject_id}", fontsize=10)
-    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
-
-
 def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
                  contrasts: Sequence[str]) -> dict:
     """Segment one subject, writing its files into ``folder``; return its summary."""
@@ -419,9 +238,9 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
     patient = patient_class(probs_all, pred.classes, pred.healthy)
     sid = item.subject_id
     # written in the input's own voxel order, with its affine and header
-    nib.save(_nifti(apply_orientation(heat, back), ref, np.float32),
+    nib.save(nifti_like(apply_orientation(heat, back), ref, np.float32),
              folder / f"{sid}_heatmap.nii.gz")
-    nib.save(_nifti(apply_orientation(mask, back), ref, np.uint8), folder / f"{sid}_mask.nii.gz")
+    nib.save(nifti_like(apply_orientation(mask, back), ref, np.uint8), folder / f"{sid}_mask.nii.gz")
     pd.DataFrame(rows).to_csv(folder / f"{sid}_slices.csv", index=False)
     voxels = int(mask.sum())
     zooms = [float(z) for z in ref.header.get_zooms()[:3]]
@@ -465,7 +284,7 @@ def _segment_one(item: SegmentInput, pred: _Predictor, folder: Path,
     pred_heat = np.zeros((nx, ny, nz), np.float32)
     for r, c in zip(rows, preds_all):
         pred_heat[:, :, r["slice_index"]] = heat[:, :, r["slice_index"], c]
-    _overview(folder / f"{sid}_overview.png", image, pred_heat, mask,
+    write_overview(folder / f"{sid}_overview.png", image, pred_heat, mask,
               {r["slice_index"]: r["pred_class"] for r in rows}, display, sid)
     return summary
 
