@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from torch import nn
 
@@ -60,15 +61,29 @@ def read_config_file(path: str | os.PathLike) -> tuple[str, dict]:
     """``(model name, cfg)`` from a YAML file ``{model: NAME, config: {...}}`` (``gpcore/configs/models``)."""
     import yaml
 
-    data = yaml.safe_load(open(path))
+    data = yaml.safe_load(Path(path).read_text())
     if not isinstance(data, dict) or "model" not in data:
         raise ValueError(f"{path}: expected 'model: NAME' and an optional 'config:' mapping")
     return data["model"], dict(data.get("config") or {})
+
+
+def paper_config(name: str) -> dict:
+    """The published configuration of model ``name`` (``gpcore/configs/models/<name>.yaml``,
+    the reference's constructor call as gpcore options): what ``gpcore models`` lists."""
+    from ..configs import CONFIGS
+
+    path = CONFIGS / "models" / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"{path}: no paper configuration for model {name!r}")
+    model, cfg = read_config_file(path)
+    if model != name:
+        raise ValueError(f"{path}: names model {model!r}, not {name!r}")
+    return cfg
 
 
 __all__ = ["CNNGradCAM", "CheckpointError", "GPClassifier", "GPReconResNet", "GPShuffleUNet",
            "GPUNet", "MProtoNet2D",
            "create_model", "from_hub", "from_reference_kwargs", "infer_model_config",
            "list_models",
-           "load_weights", "read_checkpoint_meta", "read_config_file", "read_state_dict",
+           "load_weights", "paper_config", "read_checkpoint_meta", "read_config_file", "read_state_dict",
            "register_model", "resolve_checkpoint", "save_model"]

@@ -44,8 +44,10 @@ def model_summary(size: int = 240, names: list[str] | None = None) -> pd.DataFra
     slice (logits + heatmap), counted on the meta device (instant, no memory)."""
     rows = []
     for name in names or list_models():
+        from . import paper_config
+
         with torch.device("meta"):
-            model = build_model(name)
+            model = build_model(name, **paper_config(name))
         rows.append({"model": name, "architecture": model.display_name,
                      "parameters": count_parameters(model),
                      "gflops_per_slice": count_flops(model, (1, model.in_channels, size, size))
