@@ -55,3 +55,18 @@ def one_line_errors(prog: str, debug: bool = False):
 
         print(f"{prog}: error: {message(err)}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
+
+
+def standalone_main(prog: str, description: str | None, add_arguments, run,
+                    argv: list[str] | None = None) -> int:
+    """The ``python -m`` entry of a command whose sub-command lives in ``gpcore``: its own
+    parser (``add_arguments``) plus ``--debug``, then ``run(args)`` with one-line errors."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    args = parser.parse_args(argv)
+    with one_line_errors(prog, args.debug):
+        return run(args)

@@ -277,12 +277,14 @@ def _fast_paths(fast, device):
 # --------------------------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------------------------
+CHECKPOINT_HELP = ("model weights (.safetensors with its .json, a reference checkpoint, or "
+                   "hf://owner/name[@revision] from the Hugging Face Hub)")
+
+
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="run a trained model over slices of a store: "
                                        "probabilities, logits and heatmaps")
-    p.add_argument("--checkpoint", required=True, help="model weights (.safetensors with its "
-                   ".json, a reference checkpoint, or hf://owner/name[@revision] from the "
-                   "Hugging Face Hub)")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--store", required=True, help="slice store folder")
     p.add_argument("--split", help="split CSV (default: predict all rows of the store)")
     p.add_argument("--fold", type=int, default=0, help="outer fold of the split (default 0)")

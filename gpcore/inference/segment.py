@@ -366,11 +366,11 @@ def segment(checkpoint: str | os.PathLike, inputs: str | os.PathLike, out_dir: s
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
+    from .predict import CHECKPOINT_HELP
+
     p = sub.add_parser("segment", help="classify and segment MRI volumes with a trained model "
                                        "(heatmap, mask, per-slice classes, patient class)")
-    p.add_argument("--checkpoint", required=True, help="model weights (.safetensors with its "
-                   ".json, a reference checkpoint, or hf://owner/name[@revision] from the "
-                   "Hugging Face Hub)")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--input", required=True, help="folder of subject folders, one subject "
                                                   "folder, a NIfTI volume or a folder of them")
     p.add_argument("--out", required=True, help="output folder (one sub-folder per subject)")

@@ -112,15 +112,9 @@ def add_cli(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gpcore report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    args = parser.parse_args(argv)
-    from ..errors import one_line_errors
+    from ..errors import standalone_main
 
-    with one_line_errors("gpcore report", args.debug):
-        return _report(args)
+    return standalone_main("gpcore report", __doc__, add_arguments, _report, argv)
 
 
 def _report(args) -> int:

@@ -165,15 +165,9 @@ def add_cli(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    args = parser.parse_args(argv)
-    from ..errors import one_line_errors
+    from ..errors import standalone_main
 
-    with one_line_errors("run_all.sh", args.debug):
-        return run(args)
+    return standalone_main("run_all.sh", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

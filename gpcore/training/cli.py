@@ -46,14 +46,9 @@ def add_cli(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpcore.training.cli", description=__doc__)
-    add_arguments(parser)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    args = parser.parse_args(argv)
-    from ..errors import one_line_errors
+    from ..errors import standalone_main
 
-    with one_line_errors("python -m gpcore.training.cli", args.debug):
-        return run(args)
+    return standalone_main("python -m gpcore.training.cli", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
