@@ -117,7 +117,7 @@ def test_report_rejects_a_missing_results_folder_in_one_line(tmp_path, capsys):
         main([str(tmp_path / "results"), "--readme", str(tmp_path / "README.md")])
     assert err.value.code == EXIT_BAD_INPUT
     line = capsys.readouterr().err.strip()
-    assert line.startswith("python -m gpcore.study.report: error: ") and "\n" not in line
+    assert line.startswith("gpcore report: error: ") and "\n" not in line
 
 
 # ------------------------------------------------------------------------------------------
