@@ -69,11 +69,12 @@ def test_predict_and_evaluate(run):
     assert len(run.evaluation_table("segmentation_slices")) == n
 
 
-def test_explain(run):
-    from gpcore.explanations.run import ExplainConfig, explain_run
+def test_explain(run, capsys):
+    from gpcore.cli import main
 
-    out = explain_run(run.path, ExplainConfig.from_profile("smoke"), progress=False)
-    assert out == run.explanations
+    assert main(["explain", str(run.path), "--profile", "smoke", "--no-progress"]) == 0
+    assert str(run.explanations) in capsys.readouterr().out
+    out = run.explanations
     record = json.loads((out / "explain.json").read_text())
     assert record["model"] == run.model_name
     assert np.isfinite(record["metrics"]["ap_slice_mean"]["estimate"])
