@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-VOLATILE = re.compile(r"seconds|_s$|time|date|machine|latency|per_s|throughput|memory|mib|"
-                      r"rss|hwm|finished|path|output|run_dir", re.I)
+VOLATILE = re.compile(r"seconds|_s$|time|date|machine|latency|slices_per_s|throughput|memory|"
+                      r"mib|rss|hwm|finished|path|output|run_dir", re.I)
 
 
 def compare(a: Path, b: Path, rtol: float = 1e-9) -> list[str]:
