@@ -31,13 +31,13 @@ def _load(run: Path):
 
     from gpcore.data.splits import load_split, split_rows
     from gpcore.data.store import SliceStore
-    from gpcore.evaluation.run import _predictions
+    from gpcore.inference.predict import run_predictions
     from gpcore.inference.maps import brain_masks
 
     record = yaml.safe_load((run / "config.yaml").read_text())
     store = SliceStore(record["store"]["path"])
     split, fold = load_split(run / "split.csv"), int(record["split"]["fold"])
-    data = {p: _predictions(run, store, split_rows(split, store.index, fold, p), p, "cpu", 64,
+    data = {p: run_predictions(run, store, split_rows(split, store.index, fold, p), p, "cpu", 64,
                             False) for p in ("val", "test")}
     for d in data.values():
         d["brain"] = brain_masks(store.images, d["index"]["row"].to_numpy())

@@ -216,14 +216,14 @@ def validation_rows(run: Path):
 def validation(run: Path) -> dict:
     """The fold's validation predictions of a finished run (``gpcore evaluate``'s, predicted
     when absent) with its ``store``, ``classes``, ``healthy`` class index and ``brain`` masks."""
-    from gpcore.evaluation.run import _predictions
     from gpcore.inference.maps import brain_masks
+    from gpcore.inference.predict import run_predictions
+    from gpcore.rundir import healthy_index
 
     store, rows = validation_rows(run)
-    val = _predictions(run, store, rows, "val", "cpu", 64, False)
+    val = run_predictions(run, store, rows, "val", "cpu", 64, False)
     classes = list(store.classes)
-    return {**val, "store": store, "classes": classes,
-            "healthy": classes.index("Healthy") if "Healthy" in classes else None,
+    return {**val, "store": store, "classes": classes, "healthy": healthy_index(classes),
             "brain": brain_masks(store.images, val["index"]["row"].to_numpy())}
 
 
