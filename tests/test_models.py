@@ -130,6 +130,13 @@ def test_brain_pooling_ignores_the_zero_background(name, pool):
         feats = model.features(x)[:, :, 6:26, 8:30]
         want = model.head(feats.amax(dim=(2, 3), keepdim=True)).flatten(1)
         torch.testing.assert_close(logits, want)
+    # outside the brain the map takes no part in the decision: it shows the least evidence
+    # inside, so explanations (AP, deletion) do not read values the logit never saw
+    outside = torch.ones(32, 40, dtype=torch.bool)
+    outside[6:26, 8:30] = False
+    low = inside.amin(dim=(2, 3))
+    torch.testing.assert_close(heatmap[:, :, outside], low[:, :, None].expand(-1, -1,
+                                                                             int(outside.sum())))
     # a slice without any non-zero pixel is pooled over the whole image
     blank = torch.zeros(1, 4, 32, 40)
     same = small_model(name, pool=pool).eval()

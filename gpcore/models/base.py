@@ -181,6 +181,11 @@ class GPClassifier(nn.Module):
                 logits = lse_pool(pooled, self.lse_r)
             else:
                 logits = topk_pool(pooled, self.topk_fraction)
+        if heatmap is not None and outside is not None:
+            # outside the pooling region the map takes no part in the decision: show it as
+            # the least evidence inside the region, not as values the logit never read
+            low = heatmap.masked_fill(outside, float("inf")).amin(dim=(2, 3), keepdim=True)
+            heatmap = torch.where(outside, low, heatmap)
         if self.background_class is not None:
             logits, heatmap = self._constant_background(logits, heatmap)
         logits = _activate(logits, self.out_act)
