@@ -90,6 +90,12 @@ def forward_batches(model: nn.Module, batches: Iterable[torch.Tensor], device,
         yield logits, heatmap
 
 
+def predictions_complete(folder: str | os.PathLike) -> bool:
+    """True when :func:`predict_store` finished ``folder`` (``predict.json`` is renamed into
+    place last)."""
+    return (Path(folder) / "predict.json").is_file()
+
+
 def read_predictions(folder: str | os.PathLike) -> dict:
     """A prediction folder written by :func:`predict_store`: ``index`` (DataFrame),
     ``probabilities (N, K)``, ``heatmaps (N, K, H, W)`` (memory-mapped), ``labels (N,)``,
@@ -97,7 +103,7 @@ def read_predictions(folder: str | os.PathLike) -> dict:
     import pandas as pd
 
     folder = Path(folder)
-    if not (folder / "predict.json").is_file():
+    if not predictions_complete(folder):
         raise FileNotFoundError(f"{folder}: no complete predictions (predict.json missing); "
                                 f"run gpcore evaluate (or gpcore predict) first")
     index = pd.read_csv(folder / "index.csv", dtype={"patient_id": str}, keep_default_na=False)
@@ -115,7 +121,7 @@ def run_predictions(run, store, rows: np.ndarray, part: str, device: str = "cpu"
 
     run = RunDir(run)
     folder = run.predictions(part)
-    if not (folder / "predict.json").is_file():
+    if not predictions_complete(folder):
         predict_store(run.checkpoint, store, rows, folder, batch_size=batch_size,
                       device=device, progress=progress)
     data = read_predictions(folder)

@@ -34,7 +34,7 @@ import pandas as pd
 from ..data.store import SliceStore
 from ..evaluation.segmentation import dice_iou, score_slices
 from ..inference.maps import MAP_RULES, brain_masks, tumour_map
-from ..inference.predict import read_predictions
+from ..inference.predict import predictions_complete, read_predictions
 from ..rundir import RunDir, healthy_index
 from ..inference.threshold import (PUBLISHED_OFFSETS, THRESHOLDS, check_threshold,
                                      mask_from_rule, rule_threshold, threshold_rule)
@@ -51,8 +51,9 @@ class EvaluatedRun:
         self.path = self.run.path
         self.part = part
         folder = self.run.predictions(part)
-        for needed in (self.run.config_file, folder / "predict.json"):
-            if not needed.is_file():
+        for needed, present in ((self.run.config_file, self.run.config_file.is_file()),
+                                (folder / "predict.json", predictions_complete(folder))):
+            if not present:
                 raise FileNotFoundError(f"{self.path}: not an evaluated run (missing {needed}); "
                                         f"run `gpcore evaluate {self.path}` first")
         self._predictions = read_predictions(folder)
@@ -674,7 +675,7 @@ def find_evaluated_runs(runs_dir: str | Path, fold: int = 0) -> dict[str, Path]:
     with the published ones first."""
     root = Path(runs_dir)
     found = {p.parent.name: p for p in sorted(root.glob(f"*/fold{fold}"))
-             if (RunDir(p).predictions("test") / "predict.json").is_file()}
+             if predictions_complete(RunDir(p).predictions("test"))}
     order = [m for m in PUBLISHED_OFFSETS if m in found] + sorted(set(found) -
                                                                   set(PUBLISHED_OFFSETS))
     return {m: found[m] for m in order}
