@@ -13,6 +13,7 @@ Reads only the runs' saved predictions (``RUN/predictions/{val,test}``); trains 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,9 @@ def run_table(runs_dir: Path, cls_name: str = "LGG") -> tuple[pd.DataFrame, pd.D
         for fold_dir in sorted((runs_dir / model).glob("fold[0-9]")):
             val = read_predictions(fold_dir / "predictions" / "val")
             test = read_predictions(fold_dir / "predictions" / "test")
-            cls = list(pd.unique(val["index"].sort_values("label")["class_name"])).index(cls_name)
+            # the class order the predictions were written in (not inferred from the labels seen)
+            predict = json.loads((fold_dir / "predictions" / "val" / "predict.json").read_text())
+            cls = predict["classes"].index(cls_name)
             lv = np.log(np.clip(val["probabilities"], 1e-12, None))
             lt = np.log(np.clip(test["probabilities"], 1e-12, None))
             b, val_f1 = choose_offset(lv, val["labels"], cls)
