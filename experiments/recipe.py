@@ -64,6 +64,9 @@ BG = ["model.background_class=0"]
 MEDIAN = ["train.normalisation=median"]
 #: the fp32 path: no bf16 autocast, no channels-last (the conclusions must hold on both)
 FP32 = ["train.fast.bf16=false", "train.fast.channels_last=false"]
+#: class-aware sampling (gpcore.data.sampling): each class fills a share ~ n_c^(1-p) of an
+#: epoch - LGG (~6 % of the slices) ~15 % at p = 0.5 - more LGG lesions per epoch, no loss weights
+SQRT_SAMPLING = ["train.class_sampling_power=0.5"]
 #: every 4th training slice: a cohort twice the size at the same training cost
 STEP4 = ["train.train_slice_step=4"]
 VARIANTS = {
@@ -101,6 +104,7 @@ VARIANTS = {
     "chscale_topk": lambda m: CHSCALE + TOPK,
     "unweighted_topk": lambda m: UNWEIGHTED + TOPK,
     "brainpool": lambda m: BRAIN,
+    "sqrt_sampling": lambda m: SQRT_SAMPLING,
     "brainpool_hmax": lambda m: BRAIN + HMAX,
     "brainpool_topk": lambda m: BRAIN + TOPK,
     "brainpool_bg_topk": lambda m: BRAIN + BG + TOPK,

@@ -1,11 +1,13 @@
-"""Training-slice selection by axial level (gpcore.data.sampling.level_filter)."""
+"""Training-slice selection by axial level (gpcore.data.sampling.level_filter) and
+class-aware sampling (class_sampling_weights, ClassAwareSampler)."""
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from gpcore.data.sampling import brain_areas, level_filter
+from gpcore.data.sampling import (ClassAwareSampler, brain_areas, class_sampling_weights,
+                                  level_filter)
 
 
 def _store():
@@ -37,3 +39,43 @@ def test_level_filter_keeps_slices_with_large_brain_sections():
     np.testing.assert_array_equal(level_filter(store, rows, 0.0), rows)
     with pytest.raises(ValueError, match="min_brain_fraction"):
         level_filter(store, rows, 1.5)
+
+
+def test_class_sampling_weights_give_class_shares_proportional_to_n_to_one_minus_power():
+    labels = np.array([0] * 80 + [1] * 16 + [2] * 4)
+    counts = np.array([80, 16, 4])
+    for power in (0.0, 0.5, 1.0):
+        w = class_sampling_weights(labels, power)
+        assert w.shape == labels.shape and np.isclose(w.sum(), 1.0)
+        share = np.array([w[labels == c].sum() for c in range(3)])
+        expected = counts ** (1 - power) / (counts ** (1 - power)).sum()
+        np.testing.assert_allclose(share, expected)
+        assert np.ptp(w[labels == 2]) == 0  # equal within a class
+    with pytest.raises(ValueError, match="class_sampling_power"):
+        class_sampling_weights(labels, 1.5)
+
+
+def test_class_aware_sampler_draws_by_weight_reproducibly_and_shards_ranks():
+    labels = np.array([0] * 90 + [1] * 10)
+    w = class_sampling_weights(labels, 1.0)  # balanced: ~half the draws are class 1
+    s = ClassAwareSampler(w, seed=3)
+    s.set_epoch(0)
+    a = list(s)
+    assert len(a) == len(s) == 100
+    assert list(s) == a  # the same epoch draws the same slices
+    s.set_epoch(1)
+    assert list(s) != a
+    draws = []
+    for epoch in range(20):
+        s.set_epoch(epoch)
+        draws += list(s)
+    rare = np.mean(labels[np.array(draws)] == 1)
+    assert 0.45 < rare < 0.55
+    # two ranks split one draw of the same epoch: disjoint positions, equal lengths
+    r0, r1 = ClassAwareSampler(w, 2, 0, seed=3), ClassAwareSampler(w, 2, 1, seed=3)
+    single = ClassAwareSampler(w, 1, 0, seed=3)
+    for smp in (r0, r1, single):
+        smp.set_epoch(5)
+    assert len(r0) == len(r1) == 50
+    merged = [x for pair in zip(list(r0), list(r1)) for x in pair]
+    assert merged == list(single)

@@ -168,3 +168,33 @@ def test_fold_aggregation_pools_every_patient_once(data, tmp_path):
     seg = pd.read_csv(out / "folds_segmentation_summary.csv")
     assert seg.loc[seg.subset == "tumour", "n_patients"].iloc[0] == 10
     assert (out / "figures/folds_roc_pr.png").is_file()
+
+
+def test_class_sampling_power_draws_rare_classes_more_often_and_trains_reproducibly(data,
+                                                                                  tmp_path):
+    from gpcore.training.distributed import DistInfo
+    from gpcore.training.engine import build_loaders
+    from gpcore.training.fast import FastPaths
+
+    store, split = data
+    shares = {}
+    for power in (0.0, 1.0):
+        tc = resolve_config("smoke", "gp_unet",
+                            [f"train.class_sampling_power={power}"])["train"]
+        fold = build_loaders(tc, store, split, 0, FastPaths.eager("cpu"), DistInfo(),
+                             torch.device("cpu"))
+        labels = fold.store.index["label"].to_numpy()[fold.train_rows]
+        drawn = []
+        for epoch in range(200):  # smoke: 8 training slices an epoch
+            fold.sampler.set_epoch(epoch)
+            drawn += list(fold.sampler)
+        assert len(fold.sampler) == len(fold.train_rows)  # epoch length unchanged
+        counts = torch.bincount(torch.as_tensor(labels[drawn]), minlength=3).numpy()
+        shares[power] = counts / counts.sum()
+    assert shares[0.0].max() >= 0.5  # the fake store is imbalanced (1/2, 1/4, 1/4)
+    assert abs(shares[1.0] - 1 / 3).max() < 0.06  # balanced draws
+    runs = [train(store, split, tmp_path / f"r{i}", profile="smoke", progress=False,
+                  overrides=["train.epochs=1", "train.class_sampling_power=0.5"])
+            for i in range(2)]
+    a, b = (pd.read_csv(r / "metrics.csv").drop(columns="seconds") for r in runs)
+    pd.testing.assert_frame_equal(a, b)

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data.dataset import Augmentation, SliceDataset
-from ..data.sampling import level_filter
+from ..data.sampling import ClassAwareSampler, class_sampling_weights, level_filter
 from ..data.splits import load_split, split_record, split_rows
 from ..data.store import SliceStore
 from ..io import atomic_path
@@ -177,7 +177,7 @@ class FoldData:
     n_classes: int
     weights_np: np.ndarray              # (C,) class weights of the training slices
     weights: torch.Tensor               # the same on the device
-    sampler: DistributedSampler
+    sampler: DistributedSampler | ClassAwareSampler
     train_loader: DataLoader
     val_loader: DataLoader
     make_push_loader: Callable[[], DataLoader]  # training slices, no augmentation, store order
@@ -204,7 +204,8 @@ class Progress:
 def build_loaders(tc: dict, store_dir: Path, split_path: Path, fold: int, fast: FastPaths,
                   info: DistInfo, device: torch.device) -> FoldData:
     """Training slices (every ``train_slice_step``-th, brain-level filtered), validation
-    slices, class weights and the loaders (a distributed sampler, one rank or many)."""
+    slices, class weights and the loaders (a distributed or class-aware sampler, one rank or
+    many)."""
     store = SliceStore(store_dir)
     split = load_split(split_path)
     index = store.index
@@ -226,8 +227,13 @@ def build_loaders(tc: dict, store_dir: Path, split_path: Path, fold: int, fast: 
                     if tc["augment"] else None)
     train_ds = SliceDataset(store, train_rows, tc["normalisation"], augmentation, with_mask=False)
     val_ds = SliceDataset(store, val_rows, tc["normalisation"], None, with_mask=False)
-    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
-                                 shuffle=True, seed=int(tc["seed"]), drop_last=False)
+    power = float(tc.get("class_sampling_power") or 0.0)
+    if power > 0:  # rare classes drawn more often (with replacement), epoch length unchanged
+        sampler = ClassAwareSampler(class_sampling_weights(labels[train_rows], power),
+                                    info.world_size, info.rank, int(tc["seed"]))
+    else:
+        sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
+                                     shuffle=True, seed=int(tc["seed"]), drop_last=False)
     workers = int(tc["num_workers"])
     loader_kw = {"num_workers": workers, "pin_memory": fast.pin_memory,
                  # persistent workers keep their RNG streams across epochs, which would make

@@ -66,6 +66,7 @@ class TrainSettings:
     drop_last: bool
     train_slice_step: int
     min_brain_fraction: float
+    class_sampling_power: float
     seed: int
     deterministic: bool
     num_workers: int
