@@ -191,8 +191,9 @@ def train_grid(store: Path, split: Path, base: Path, profile: str, todo: list[di
 
 
 #: bump when :func:`score_run` changes what it measures (2: map AUROC of each slice's own
-#: class - before, the last class's map on every slice of a dataset without Healthy)
-SCORE_VERSION = 2
+#: class - before, the last class's map on every slice of a dataset without Healthy; 3: the
+#: LGG slices' recall and F1, round 11)
+SCORE_VERSION = 3
 
 
 def chance_macro_f1(labels: np.ndarray, n_classes: int) -> float:
@@ -258,7 +259,8 @@ def score_run(run: Path, evidence_only: bool = False) -> dict:
                                 "evidence", brain, healthy, labels)
     outside = peak_outside_brain(val["heatmaps"], val["probabilities"], brain, tumour,
                                  healthy)
-    return {"val_macro_f1": summary["best"]["val_macro_f1"],
+    return {**rare_class_scores(labels, np.asarray(val["probabilities"]).argmax(1), classes),
+            "val_macro_f1": summary["best"]["val_macro_f1"],
             "chance_macro_f1": chance_macro_f1(labels, len(classes)),
             "best_epoch": summary["best_epoch"],
             "val_median_dice": choice["median_dice"],
@@ -270,6 +272,19 @@ def score_run(run: Path, evidence_only: bool = False) -> dict:
             "cleanup": choice["cleanup"], "peak_outside_brain": outside,
             "val_map_auroc": float(np.nanmedian(auroc)),
             "train_seconds": _train_seconds(run)}
+
+
+def rare_class_scores(labels: np.ndarray, predicted: np.ndarray, classes: list[str],
+                      name: str = "LGG") -> dict:
+    """Recall and F1 of class ``name`` on the validation slices (nan where it is absent):
+    how far the arg-max under-calls the rare grade (round 10)."""
+    from sklearn.metrics import f1_score, recall_score
+
+    if name not in classes or not np.any(labels == classes.index(name)):
+        return {"val_lgg_recall": np.nan, "val_lgg_f1": np.nan}
+    c = classes.index(name)
+    return {"val_lgg_recall": float(recall_score(labels == c, predicted == c)),
+            "val_lgg_f1": float(f1_score(labels == c, predicted == c))}
 
 
 def _train_seconds(run: Path) -> float:
@@ -339,6 +354,7 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
         val_median_dice_predicted_map=("val_median_dice_predicted_map", "mean"),
         val_median_dice_multiotsu=("val_median_dice_multiotsu", "mean"),
         val_median_dice_lgg=("val_median_dice_lgg", "mean"),
+        val_lgg_recall=("val_lgg_recall", "mean"), val_lgg_f1=("val_lgg_f1", "mean"),
         val_map_auroc=("val_map_auroc", "mean"), val_map_auroc_min=("val_map_auroc", "min"),
         peak_outside_brain=("peak_outside_brain", "mean"),
         failure_rate=("failed", "mean"),
