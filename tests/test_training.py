@@ -193,6 +193,10 @@ def test_class_sampling_power_draws_rare_classes_more_often_and_trains_reproduci
         shares[power] = counts / counts.sum()
     assert shares[0.0].max() >= 0.5  # the fake store is imbalanced (1/2, 1/4, 1/4)
     assert abs(shares[1.0] - 1 / 3).max() < 0.06  # balanced draws
+    bad = resolve_config("smoke", "gp_unet", ["train.class_sampling_power=-0.5"])["train"]
+    with pytest.raises(ValueError, match="class_sampling_power"):  # not silently unsampled
+        build_loaders(bad, store, split, 0, FastPaths.eager("cpu"), DistInfo(),
+                      torch.device("cpu"))
     runs = [train(store, split, tmp_path / f"r{i}", profile="smoke", progress=False,
                   overrides=["train.epochs=1", "train.class_sampling_power=0.5"])
             for i in range(2)]

@@ -228,7 +228,8 @@ def build_loaders(tc: dict, store_dir: Path, split_path: Path, fold: int, fast: 
     train_ds = SliceDataset(store, train_rows, tc["normalisation"], augmentation, with_mask=False)
     val_ds = SliceDataset(store, val_rows, tc["normalisation"], None, with_mask=False)
     power = float(tc.get("class_sampling_power") or 0.0)
-    if power > 0:  # rare classes drawn more often (with replacement), epoch length unchanged
+    if power:  # rare classes drawn more often (with replacement), epoch length unchanged;
+        # any non-zero power goes through class_sampling_weights, which rejects p outside [0, 1]
         sampler = ClassAwareSampler(class_sampling_weights(labels[train_rows], power),
                                     info.world_size, info.rank, int(tc["seed"]))
     else:
