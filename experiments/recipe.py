@@ -69,6 +69,10 @@ FP32 = ["train.fast.bf16=false", "train.fast.channels_last=false"]
 SQRT_SAMPLING = ["train.class_sampling_power=0.5"]
 #: every 4th training slice: a cohort twice the size at the same training cost
 STEP4 = ["train.train_slice_step=4"]
+#: one sigmoid per class (gpcore.training.objectives.OneVsRestObjective): with a pooled-map
+#: logit, class k's map must stay below 0 everywhere on the other classes' images - the
+#: negatives a dataset without Healthy (Figshare) otherwise lacks
+OVR = ["train.loss=one_vs_rest"]
 VARIANTS = {
     "published": lambda m: [],
     "bg": lambda m: BG,
@@ -116,6 +120,9 @@ VARIANTS = {
     "bn_bg_topk": lambda m: BN[m] + BG + TOPK,
     "bn_bg_hmax": lambda m: BN[m] + BG + HMAX,
     "lse": lambda m: LSE,
+    "ovr_lse": lambda m: OVR + LSE,
+    "ovr_hmax": lambda m: OVR + HMAX,
+    "ovr_topk": lambda m: OVR + TOPK,
     "lse_nodrop": lambda m: LSE + NO_DROP[m],
     "lse_nodrop_warmup": lambda m: LSE + NO_DROP[m] + WARMUP,
     "nodrop_warmup": lambda m: NO_DROP[m] + WARMUP,

@@ -3,6 +3,8 @@ happens between epochs. The engine (:mod:`gpcore.training.engine`) is the same f
 
 * :class:`CrossEntropyObjective` - the GP models and ``cnn_gradcam``: class-weighted
   cross-entropy, normalised over the global micro-batch.
+* :class:`OneVsRestObjective` - ``train.loss=one_vs_rest``: one sigmoid per class (binary
+  cross-entropy against the one-hot label, summed over classes) instead of the softmax.
 * :class:`MProtoNetObjective` - MProtoNet (``docs/spec/mprotonet.md`` §3-§4): focal loss,
   cluster and separation costs, mapping loss, online-CAM loss in the joint stage; every
   ``push_every`` epochs a push of the prototypes onto training slices followed by
@@ -231,6 +233,38 @@ class CrossEntropyObjective:
         pass
 
 
+class OneVsRestObjective(CrossEntropyObjective):
+    """Class-weighted one-vs-rest binary cross-entropy: ``sum_k BCE(logit_k, [y = k])``.
+
+    Why (issue 13, Figshare): under the softmax only logit *differences* count, so evidence
+    that every image holds (anatomy) can sit on every class map at no cost. With one sigmoid
+    per class and a pooled-map logit (``model.pool=heatmap``) class k's map must stay below 0
+    on every pixel of every non-k image: the other classes' images are the negatives of
+    multiple-instance learning, and what the classes share is pushed down on every map.
+    """
+
+    name = "one_vs_rest"
+    loss_label = "weighted one-vs-rest BCE"
+
+    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, dict]:
+        ctx = self.ctx
+        with ctx.autocast():
+            logits = ctx.step_net(x)
+        per_sample = self.per_sample_loss(logits, y)
+        w = ctx.weights[y]
+        denom = all_reduce_sum(w.sum().detach(), ctx.info).clamp_min(1e-12)
+        loss = (w * per_sample).sum() * ctx.info.world_size / denom / ctx.accumulate
+        return loss, per_sample.detach().sum(), {}
+
+    @staticmethod
+    def per_sample_loss(logits: Tensor, target: Tensor) -> Tensor:
+        """``(B, C), (B,) -> (B,)``: binary cross-entropy of each class's logit against
+        ``[target == k]``, summed over the classes, in float32."""
+        onehot = F.one_hot(target, logits.shape[1]).float()
+        return F.binary_cross_entropy_with_logits(logits.float(), onehot,
+                                                  reduction="none").sum(1)
+
+
 class MProtoNetObjective(CrossEntropyObjective):
     """MProtoNet-2D variant C's training (``docs/spec/mprotonet.md`` §3-§4); options under ``train.mprotonet``.
 
@@ -362,6 +396,8 @@ class MProtoNetObjective(CrossEntropyObjective):
 
 
 OBJECTIVES = {"cross_entropy": CrossEntropyObjective, "mprotonet": MProtoNetObjective}
+#: what ``train.loss`` may put in place of the models' default cross-entropy
+LOSSES = {"cross_entropy": CrossEntropyObjective, "one_vs_rest": OneVsRestObjective}
 
 
 def build_objective(ctx: TrainingContext, train_cfg: dict) -> CrossEntropyObjective:
@@ -375,9 +411,14 @@ def build_objective(ctx: TrainingContext, train_cfg: dict) -> CrossEntropyObject
     if name != "cross_entropy" and not cfg:
         raise ValueError(f"objective {name!r} needs a 'train.{name}' section in the training "
                          f"configuration (gpcore/configs/train.yaml, model_train.<model>.{name})")
+    if name == "cross_entropy":
+        return LOSSES[train_cfg.get("loss") or "cross_entropy"](ctx, cfg)
+    if (train_cfg.get("loss") or "cross_entropy") != "cross_entropy":
+        raise ValueError(f"train.loss={train_cfg['loss']!r} applies to models trained with "
+                         f"cross-entropy; {type(ctx.net).__name__} trains with {name!r}")
     return OBJECTIVES[name](ctx, cfg)
 
 
-__all__ = ["CrossEntropyObjective", "MProtoNetObjective", "TrainingContext", "build_objective",
+__all__ = ["CrossEntropyObjective", "MProtoNetObjective", "OneVsRestObjective", "TrainingContext", "build_objective",
            "cluster_cost", "focal_loss", "focal_per_sample", "last_layer_l1", "lse_pool",
            "mapping_loss", "online_cam_logits", "push_prototypes", "separation_cost"]

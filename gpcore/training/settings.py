@@ -73,6 +73,7 @@ class TrainSettings:
     device: str
     fast: FastSettings
     mprotonet: Optional[MProtoNetSettings] = None
+    loss: Literal["cross_entropy", "one_vs_rest"] = "cross_entropy"
 
 
 def _describe(tp) -> str:
