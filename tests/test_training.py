@@ -202,3 +202,43 @@ def test_class_sampling_power_draws_rare_classes_more_often_and_trains_reproduci
             for i in range(2)]
     a, b = (pd.read_csv(r / "metrics.csv").drop(columns="seconds") for r in runs)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_one_vs_rest_loss_is_a_sigmoid_per_class_and_trains(data, tmp_path):
+    import math
+
+    from gpcore.training import objectives as obj
+
+    logits = torch.tensor([[2.0, -1.0, 0.0], [0.5, 0.5, 3.0]])
+    target = torch.tensor([0, 2])
+    sp = lambda v: math.log1p(math.exp(v))  # softplus: BCE(z, 1) = sp(-z), BCE(z, 0) = sp(z)
+    want = [sp(-2.0) + sp(-1.0) + sp(0.0), sp(0.5) + sp(0.5) + sp(-3.0)]
+    got = obj.OneVsRestObjective.per_sample_loss(logits, target)
+    assert torch.allclose(got, torch.tensor(want), atol=1e-6)
+    # unlike the softmax, a constant added to every logit changes the loss: shared evidence
+    # is not free on the class maps
+    assert not torch.allclose(obj.OneVsRestObjective.per_sample_loss(logits + 3, target), got)
+    ce = obj.CrossEntropyObjective.per_sample_loss
+    assert torch.allclose(ce(logits + 3, target), ce(logits, target), atol=1e-5)
+
+    model = create_model("gp_unet", in_channels=4, n_classes=3, wf=2, depth=2)
+    ctx = obj.TrainingContext(net=model, step_net=model, weights=torch.ones(3), info=None,
+                              device=torch.device("cpu"), amp=False, channels_last=False,
+                              accumulate=1, train_loader=None, sampler=None,
+                              make_push_loader=None, run=None)
+    tc = resolve_config("smoke", "gp_unet", ["train.loss=one_vs_rest"])["train"]
+    assert isinstance(obj.build_objective(ctx, tc), obj.OneVsRestObjective)
+    plain = resolve_config("smoke", "gp_unet")["train"]
+    assert type(obj.build_objective(ctx, plain)) is obj.CrossEntropyObjective
+    proto = create_model("mprotonet", in_channels=4, n_classes=3)
+    ctx_p = obj.TrainingContext(**{**ctx.__dict__, "net": proto, "step_net": proto})
+    mp_tc = resolve_config("smoke", "mprotonet", ["train.loss=one_vs_rest"])["train"]
+    with pytest.raises(ValueError, match="train.loss"):  # not silently ignored
+        obj.build_objective(ctx_p, mp_tc)
+
+    store, split = data
+    out = train(store, split, tmp_path / "ovr", profile="smoke", progress=False,
+                overrides=["train.epochs=1", "train.loss=one_vs_rest", "model.pool=heatmap",
+                           "model.heatmap_pool=lse"])
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["train_loss"].notna().all() and len(metrics) == 1
