@@ -70,3 +70,16 @@ def test_section_holds_the_cross_validated_tables(results):
     assert "evidence, 0.1" in text and "0.25" in text
     for name in ("cv_summary.csv", "cv_summary_readable.csv", "cv_folds.csv"):
         (results / name).unlink()
+
+
+def test_readme_keeps_the_sections_of_studies_not_given(results, tmp_path):
+    readme = tmp_path / "README.md"
+    other = "### figshare · quick\n\nfigshare numbers 0.063\n"
+    readme.write_text(f"# top\n{START}\nnote\n\n### phantom · quick\n\nold 0.111\n\n{other}"
+                      f"{END}\ntail\n")
+    assert main([str(results), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old 0.111" not in text and "0.386 [0.060, 0.786]" in text  # replaced
+    assert "figshare numbers 0.063" in text  # kept
+    assert text.index("### phantom · quick") < text.index("### figshare · quick")  # in order
+    assert text.count("### phantom · quick") == 1 and text.endswith(f"{END}\ntail\n")
