@@ -126,6 +126,7 @@ VARIANTS = {
     "lse_nodrop": lambda m: LSE + NO_DROP[m],
     "lse_nodrop_warmup": lambda m: LSE + NO_DROP[m] + WARMUP,
     "nodrop_warmup": lambda m: NO_DROP[m] + WARMUP,
+    "nodrop": lambda m: NO_DROP[m],
     "zscore": lambda m: ZSCORE,
     "hmax": lambda m: HMAX,
     "level": lambda m: LEVEL,
