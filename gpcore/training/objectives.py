@@ -207,7 +207,7 @@ class CrossEntropyObjective:
         ctx = self.ctx
         with ctx.autocast():
             logits = ctx.step_net(x)
-        per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+        per_sample = self.per_sample_loss(logits, y)
         w = ctx.weights[y]
         denom = all_reduce_sum(w.sum().detach(), ctx.info).clamp_min(1e-12)
         loss = (w * per_sample).sum() * ctx.info.world_size / denom / ctx.accumulate
@@ -245,16 +245,6 @@ class OneVsRestObjective(CrossEntropyObjective):
 
     name = "one_vs_rest"
     loss_label = "weighted one-vs-rest BCE"
-
-    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, dict]:
-        ctx = self.ctx
-        with ctx.autocast():
-            logits = ctx.step_net(x)
-        per_sample = self.per_sample_loss(logits, y)
-        w = ctx.weights[y]
-        denom = all_reduce_sum(w.sum().detach(), ctx.info).clamp_min(1e-12)
-        loss = (w * per_sample).sum() * ctx.info.world_size / denom / ctx.accumulate
-        return loss, per_sample.detach().sum(), {}
 
     @staticmethod
     def per_sample_loss(logits: Tensor, target: Tensor) -> Tensor:
