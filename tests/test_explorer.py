@@ -5,6 +5,7 @@ leaves (predictions/test, evaluation/offset_choice.json, config.yaml), over a ti
 with synthetic Gaussian-blob heatmaps whose masks respond to the offset predictably."""
 import base64
 import json
+import shutil
 
 import matplotlib
 import numpy as np
@@ -315,6 +316,12 @@ def test_figure_is_redrawn_on_every_change(ui, tmp_path):
 def test_find_evaluated_runs_and_errors(runs, tmp_path):
     root = next(iter(runs.values())).parents[1]
     assert find_evaluated_runs(root) == runs  # published models first, in their order
+    assert find_evaluated_runs(root, fold=3) == {}
+    only_later = tmp_path / "later"  # a study run with --folds 2,3: no fold 0
+    for model, run in runs.items():
+        shutil.copytree(run, only_later / model / "fold2")
+    assert list(find_evaluated_runs(only_later)) == list(runs)
+    assert all(p.name == "fold2" for p in find_evaluated_runs(only_later).values())
     with pytest.raises(FileNotFoundError, match="gpcore evaluate"):
         ThresholdExplorer({"x": tmp_path})
     state = ThresholdExplorer(list(runs.values()))  # named by config.yaml

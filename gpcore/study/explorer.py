@@ -670,10 +670,17 @@ def build_explorer(runs, contrast: str = "t1ce", part: str = "test",
     return ExplorerUI(state, dpi)
 
 
-def find_evaluated_runs(runs_dir: str | Path, fold: int = 0) -> dict[str, Path]:
+def find_evaluated_runs(runs_dir: str | Path, fold: int | None = None) -> dict[str, Path]:
     """``{model: RUN}`` of the evaluated runs ``runs_dir/<model>/fold<fold>``, models sorted
-    with the published ones first."""
+    with the published ones first; ``fold=None``: the lowest fold with an evaluated run (a
+    study run with ``--folds 2,3`` has no fold 0)."""
     root = Path(runs_dir)
+    if fold is None:
+        evaluated = [p for p in root.glob("*/fold*") if p.name[4:].isdigit()
+                     and predictions_complete(RunDir(p).predictions("test"))]
+        if not evaluated:
+            return {}
+        fold = min(int(p.name[4:]) for p in evaluated)
     found = {p.parent.name: p for p in sorted(root.glob(f"*/fold{fold}"))
              if predictions_complete(RunDir(p).predictions("test"))}
     order = [m for m in PUBLISHED_OFFSETS if m in found] + sorted(set(found) -
