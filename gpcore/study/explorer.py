@@ -675,14 +675,12 @@ def find_evaluated_runs(runs_dir: str | Path, fold: int | None = None) -> dict[s
     with the published ones first; ``fold=None``: the lowest fold with an evaluated run (a
     study run with ``--folds 2,3`` has no fold 0)."""
     root = Path(runs_dir)
+    pattern = "*/fold*" if fold is None else f"*/fold{fold}"
+    complete = [p for p in sorted(root.glob(pattern)) if p.name[4:].isdigit()
+                and predictions_complete(RunDir(p).predictions("test"))]
     if fold is None:
-        evaluated = [p for p in root.glob("*/fold*") if p.name[4:].isdigit()
-                     and predictions_complete(RunDir(p).predictions("test"))]
-        if not evaluated:
-            return {}
-        fold = min(int(p.name[4:]) for p in evaluated)
-    found = {p.parent.name: p for p in sorted(root.glob(f"*/fold{fold}"))
-             if predictions_complete(RunDir(p).predictions("test"))}
+        fold = min((int(p.name[4:]) for p in complete), default=0)
+    found = {p.parent.name: p for p in complete if p.name == f"fold{fold}"}
     order = [m for m in PUBLISHED_OFFSETS if m in found] + sorted(set(found) -
                                                                   set(PUBLISHED_OFFSETS))
     return {m: found[m] for m in order}

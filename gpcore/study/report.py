@@ -2,10 +2,11 @@
 
 ``gpcore report results/phantom/quick [results/figshare/quick ...] --readme README.md``
 replaces, between ``<!-- results:start -->`` and ``<!-- results:end -->``, the section of each
-given study (others are kept) with, per results folder: the comparison table (classification, segmentation, AP, IDS, agreement), the
-cross-validated tables when the study ran several folds (``cv_summary``, ``cv_folds``), the
-training table (epochs, wall time) and the machine the run was made on (``environment.json``,
-written by the study runner).
+given study (others are kept) with, per results folder: the comparison table
+(classification, segmentation, AP, IDS, agreement), the cross-validated tables when the
+study ran several folds (``cv_summary``, ``cv_folds``), the training table (epochs, wall
+time) and the machine the run was made on (``environment.json``, written by the study
+runner).
 """
 from __future__ import annotations
 

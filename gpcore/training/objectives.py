@@ -401,14 +401,15 @@ def build_objective(ctx: TrainingContext, train_cfg: dict) -> CrossEntropyObject
     if name != "cross_entropy" and not cfg:
         raise ValueError(f"objective {name!r} needs a 'train.{name}' section in the training "
                          f"configuration (gpcore/configs/train.yaml, model_train.<model>.{name})")
+    loss = train_cfg.get("loss") or "cross_entropy"
     if name == "cross_entropy":
-        return LOSSES[train_cfg.get("loss") or "cross_entropy"](ctx, cfg)
-    if (train_cfg.get("loss") or "cross_entropy") != "cross_entropy":
-        raise ValueError(f"train.loss={train_cfg['loss']!r} applies to models trained with "
+        return LOSSES[loss](ctx, cfg)
+    if loss != "cross_entropy":
+        raise ValueError(f"train.loss={loss!r} applies to models trained with "
                          f"cross-entropy; {type(ctx.net).__name__} trains with {name!r}")
     return OBJECTIVES[name](ctx, cfg)
 
 
-__all__ = ["CrossEntropyObjective", "MProtoNetObjective", "OneVsRestObjective", "TrainingContext", "build_objective",
-           "cluster_cost", "focal_loss", "focal_per_sample", "last_layer_l1", "lse_pool",
+__all__ = ["CrossEntropyObjective", "MProtoNetObjective", "OneVsRestObjective", "TrainingContext",
+           "build_objective", "cluster_cost", "focal_loss", "focal_per_sample", "last_layer_l1", "lse_pool",
            "mapping_loss", "online_cam_logits", "push_prototypes", "separation_cost"]
