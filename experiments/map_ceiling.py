@@ -12,7 +12,11 @@ brain (non-zero input):
 * ``tumour_share`` - median tumour area / head area: the prior a threshold has to beat;
 * ``dice_multiotsu`` - median Dice of the true class's map cut at its top multi-Otsu level
   inside the head; ``dice_ceiling`` - median over slices of the best Dice any per-slice
-  percentile cut reaches (an *oracle*, a ceiling for every threshold rule on that map).
+  percentile cut reaches (an *oracle*, a ceiling for every threshold rule on that map);
+* ``*_inner{d}`` - the same inside the head eroded by ``d`` x its equivalent radius (a crude
+  brain: the scalp and skull of a whole-head slice left out), with ``tumour_kept{d}`` the share
+  of the tumour that erosion keeps and ``dice_mask_inner{d}`` the Dice
+  of the eroded head itself (the baseline it must beat): is restricting the map to the brain, not the head, a lever?
 
 Classification does not enter (the true class's map is scored): this measures the maps.
 """
@@ -26,6 +30,17 @@ import pandas as pd
 
 #: per-slice percentile cuts the ceiling searches
 PERCENTILES = (50, 70, 80, 85, 90, 93, 95, 97, 98, 99, 99.5)
+#: erosion depths, as shares of the head's equivalent radius sqrt(area / pi)
+INNER_DEPTHS = (0.1, 0.2, 0.3)
+
+
+def inner_head(head: np.ndarray, depth: float) -> np.ndarray:
+    """``(H, W)`` bool head -> the pixels farther than ``depth`` x its equivalent radius from
+    its border (distance transform)."""
+    from scipy import ndimage as ndi
+
+    radius = np.sqrt(head.sum() / np.pi)
+    return ndi.distance_transform_edt(head) > depth * radius
 
 
 def slice_scores(score: np.ndarray, gt: np.ndarray, head: np.ndarray) -> dict:
@@ -47,6 +62,8 @@ def slice_scores(score: np.ndarray, gt: np.ndarray, head: np.ndarray) -> dict:
 
 def ceiling(run: Path) -> pd.DataFrame:
     """One row per true class (and ``all``) of ``run``'s validation tumour slices."""
+    from gpcore.evaluation.segmentation import dice_iou
+
     from .recipe import validation
 
     val = validation(run)
@@ -59,11 +76,23 @@ def ceiling(run: Path) -> pd.DataFrame:
             continue
         own = slice_scores(np.asarray(val["heatmaps"][i][k], np.float32), gt, head)
         img = slice_scores(np.asarray(val["store"].images[row][0], np.float32), gt, head)
-        records.append({"class": val["classes"][k], "tumour_share": gt.sum() / head.sum(),
-                        "auroc_own": own["auroc"], "auroc_intensity": img["auroc"],
-                        "dice_multiotsu": own["dice_multiotsu"],
-                        "dice_ceiling": own["dice_ceiling"],
-                        "dice_ceiling_intensity": img["dice_ceiling"]})
+        record = {"class": val["classes"][k], "tumour_share": gt.sum() / head.sum(),
+                  "auroc_own": own["auroc"], "auroc_intensity": img["auroc"],
+                  "dice_multiotsu": own["dice_multiotsu"],
+                  "dice_ceiling": own["dice_ceiling"],
+                  "dice_ceiling_intensity": img["dice_ceiling"],
+                  "dice_mask_head": dice_iou(head, gt)[0]}
+        for d in INNER_DEPTHS:
+            inner = inner_head(head, d)
+            if not inner.any():
+                continue
+            hm = np.asarray(val["heatmaps"][i][k], np.float32)
+            record[f"tumour_kept{d:g}"] = (gt & inner).sum() / gt.sum()
+            record[f"dice_mask_inner{d:g}"] = dice_iou(inner, gt)[0]
+            scores = slice_scores(hm, gt, inner)
+            record[f"dice_ceiling_inner{d:g}"] = scores["dice_ceiling"]
+            record[f"dice_multiotsu_inner{d:g}"] = scores["dice_multiotsu"]
+        records.append(record)
     per_slice = pd.DataFrame(records)
     table = pd.concat([per_slice, per_slice.assign(**{"class": "all"})])
     out = table.groupby("class", sort=False).median(numeric_only=True)
