@@ -13,10 +13,11 @@ brain (non-zero input):
 * ``dice_multiotsu`` - median Dice of the true class's map cut at its top multi-Otsu level
   inside the head; ``dice_ceiling`` - median over slices of the best Dice any per-slice
   percentile cut reaches (an *oracle*, a ceiling for every threshold rule on that map);
+* ``dice_mask_head`` - Dice of the head itself as the mask (the baseline a map must beat);
 * ``*_inner{d}`` - the same inside the head eroded by ``d`` x its equivalent radius (a crude
   brain: the scalp and skull of a whole-head slice left out), with ``tumour_kept{d}`` the share
-  of the tumour that erosion keeps and ``dice_mask_inner{d}`` the Dice
-  of the eroded head itself (the baseline it must beat): is restricting the map to the brain, not the head, a lever?
+  of the tumour that erosion keeps and ``dice_mask_inner{d}`` the Dice of the eroded head
+  itself: is restricting the map to the brain, not the head, a lever?
 
 Classification does not enter (the true class's map is scored): this measures the maps.
 """
@@ -74,7 +75,8 @@ def ceiling(run: Path) -> pd.DataFrame:
         head = val["brain"][i]
         if not gt.any() or gt.all():
             continue
-        own = slice_scores(np.asarray(val["heatmaps"][i][k], np.float32), gt, head)
+        hm = np.asarray(val["heatmaps"][i][k], np.float32)
+        own = slice_scores(hm, gt, head)
         img = slice_scores(np.asarray(val["store"].images[row][0], np.float32), gt, head)
         record = {"class": val["classes"][k], "tumour_share": gt.sum() / head.sum(),
                   "auroc_own": own["auroc"], "auroc_intensity": img["auroc"],
@@ -86,7 +88,6 @@ def ceiling(run: Path) -> pd.DataFrame:
             inner = inner_head(head, d)
             if not inner.any():
                 continue
-            hm = np.asarray(val["heatmaps"][i][k], np.float32)
             record[f"tumour_kept{d:g}"] = (gt & inner).sum() / gt.sum()
             record[f"dice_mask_inner{d:g}"] = dice_iou(inner, gt)[0]
             scores = slice_scores(hm, gt, inner)
