@@ -47,3 +47,20 @@ def test_gradients_up_and_down_sampling(size):
     # the Nyquist bin is scaled in place (on a view of the FFT output when down-sampling)
     x = torch.randn(1, 2, 6, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: fourier_resample(t, size), (x,))
+
+
+def test_matrix_route_equals_fft_route_and_stays_float32_under_autocast():
+    from gpcore.models.resample import fourier_resample_fft, resample_matrix
+
+    x = torch.randn(2, 3, 16, 12, dtype=torch.float64)
+    torch.testing.assert_close(fourier_resample(x, (32, 7)), fourier_resample_fft(x, (32, 7)),
+                               atol=1e-12, rtol=0)
+    assert resample_matrix(16, 32).shape == (32, 16)
+    xb = torch.randn(2, 3, 16, 16).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = fourier_resample(xb, (32, 32))
+        want = fourier_resample_fft(xb, (32, 32))
+    assert got.dtype == torch.bfloat16
+    # both compute in float32 and round once to bf16: equal but for a rare last-bit tie
+    assert (got == want).float().mean() > 0.99
+    torch.testing.assert_close(got.float(), want.float(), atol=2e-2, rtol=1e-2)

@@ -228,3 +228,34 @@ def test_relative_threshold_follows_the_peak_and_ignores_the_sign():
     assert threshold_rule(np.ones((5, 5)), None, "relative")[0] == "empty"
     with pytest.raises(ValueError, match="threshold must be one of"):
         threshold_rule(hm, None, "otsu")
+
+
+def test_clean_mask_on_its_box_equals_the_whole_slice():
+    """clean_mask works on the mask's bounding box + margin: the same as the four steps on the
+    whole slice, for masks anywhere (touching borders, holes open to a side, salt) and for a
+    slice narrower than the hole area (then the box is the whole slice)."""
+    from scipy import ndimage as ndi
+
+    from gpcore.inference.threshold import CLOSING_RADIUS, MIN_HOLE_AREA, MIN_OBJECT_AREA
+
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        h, w = rng.choice([12, 40, 64, 128]), rng.choice([12, 40, 64, 128])
+        scale = float(rng.choice([128 / 240, 64 / 240, 1.0, 1.5]))
+        field = ndi.gaussian_filter(rng.normal(size=(h, w)), sigma=rng.uniform(1, 6))
+        mask = field > np.quantile(field, rng.uniform(0.5, 0.995))
+        if trial % 3 == 0:
+            mask |= rng.random((h, w)) < 0.01
+        radius = max(1, int(round(CLOSING_RADIUS * scale)))
+        whole = largest_component(closing(fill_small_holes(
+            remove_small_objects(mask, MIN_OBJECT_AREA * scale ** 2),
+            MIN_HOLE_AREA * scale ** 2), radius))
+        assert np.array_equal(clean_mask(mask, scale), whole), (trial, h, w, scale)
+
+
+def test_fill_small_holes_keeps_components_on_open_sides():
+    mask = np.ones((10, 10), bool)
+    mask[0:3, 4:6] = False          # a 6-px notch on the top side
+    assert fill_small_holes(mask, 128)[0:3, 4:6].all()
+    kept = fill_small_holes(mask, 128, open_sides=(True, False, False, False))
+    assert not kept[0:3, 4:6].any()

@@ -36,7 +36,8 @@ DEFAULT_FRACTIONS = np.round(np.arange(0.1, 0.91, 0.1), 2)
 DEFAULT_OFFSETS = np.round(np.arange(0, 2.01, 0.1), 2)
 #: slices per work unit; bounds the memory read from memory-mapped inputs at once
 CHUNK = 256
-#: below this many slices :func:`score_slices` stays in-process (pool start-up is not worth it)
+#: below this many masks (slices x settings) scoring stays in-process (pool start-up is not
+#: worth it); the validation grid of a Figshare fold (~380 slices x 360 settings) is above it
 PARALLEL_MIN = 2000
 
 
@@ -201,10 +202,12 @@ def _score_configs(heatmaps, probabilities, masks, labels, configs, channel="pre
             "labels": np.asarray(labels), "rows": rows, "configs": list(configs),
             "channel": channel, "healthy_class": healthy_class, "brain": brain,
             "scale": h / 240 if scale is None else float(scale)}
-    bounds = [(s, min(s + CHUNK, len(rows))) for s in range(0, len(rows), CHUNK)]
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
-    use_pool = (workers > 1 and len(rows) > PARALLEL_MIN
+    use_pool = (workers > 1 and len(rows) * len(configs) > PARALLEL_MIN
                 and "fork" in mp.get_all_start_methods())
+    # a few chunks per worker, so that a few hundred slices still keep every worker busy
+    chunk = max(1, min(CHUNK, -(-len(rows) // (4 * workers)))) if use_pool else CHUNK
+    bounds = [(s, min(s + chunk, len(rows))) for s in range(0, len(rows), chunk)]
     if use_pool:
         # fork shares the inputs (memmaps re-read pages, arrays are copy-on-write); only the
         # (start, stop) pairs and the small per-chunk results cross process boundaries
@@ -247,7 +250,8 @@ def score_slices(heatmaps, probabilities, masks, labels, offset: float, cleanup:
             ``healthy_class=None`` thresholds every channel.
         rows: score only these rows (default all), in this order.
         workers: processes (default ``os.cpu_count()``); used when more than
-            :data:`PARALLEL_MIN` slices are scored and ``fork`` is available.
+            :data:`PARALLEL_MIN` masks (slices x settings) are scored and ``fork`` is
+            available.
         rule: the map rule (:data:`gpcore.inference.maps.MAP_RULES`): the predicted
             class's map (published), the sum of the tumour maps, or tumour-vs-healthy evidence.
         in_brain: threshold inside the brain only; needs ``brain (N, H, W)`` bool masks
