@@ -64,3 +64,12 @@ def test_matrix_route_equals_fft_route_and_stays_float32_under_autocast():
     # both compute in float32 and round once to bf16: equal but for a rare last-bit tie
     assert (got == want).float().mean() > 0.99
     torch.testing.assert_close(got.float(), want.float(), atol=2e-2, rtol=1e-2)
+
+
+def test_flop_counts_take_the_fft_route():
+    from gpcore.models import resample
+    from gpcore.models.profile import flops_of
+
+    x = torch.randn(1, 2, 8, 8)
+    assert flops_of(lambda: fourier_resample(x, (16, 16))) == 0  # FFTs are not counted
+    assert not resample._FFT_ROUTE

@@ -17,7 +17,9 @@ def count_parameters(model: nn.Module) -> int:
 def flops_of(step) -> int:
     """FLOPs (2 per multiply-add) that calling ``step()`` performs: convolutions and matmuls as
     ``FlopCounterMode`` counts them (FFTs, pooling and element-wise ops are not counted)."""
-    with FlopCounterMode(display=False) as counter:
+    from .resample import fft_route
+
+    with fft_route(), FlopCounterMode(display=False) as counter:
         step()
     return counter.get_total_flops()
 

@@ -12,7 +12,7 @@ GP-UNet's forward pass at 64-128 px (``benchmarks/resample.py`` prints the ratio
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 
 import torch
@@ -40,6 +40,23 @@ def _resample_axis_fft(x: Tensor, m: int, dim: int) -> Tensor:
     return torch.fft.irfft(spectrum, n=m, dim=dim) * (m / n)
 
 
+_FFT_ROUTE = False
+
+
+@contextmanager
+def fft_route():
+    """Inside the block :func:`fourier_resample` takes the FFT route on every device. FLOP
+    counts use it (``gpcore.models.profile.flops_of``): ``FlopCounterMode`` does not count
+    FFTs, and the paper's counts do not include the resampling, whereas the matrix products
+    would add ``2 m n`` per output row."""
+    global _FFT_ROUTE
+    saved, _FFT_ROUTE = _FFT_ROUTE, True
+    try:
+        yield
+    finally:
+        _FFT_ROUTE = saved
+
+
 @lru_cache(maxsize=64)
 def resample_matrix(n: int, m: int, dtype: torch.dtype = torch.float64,
                     device: torch.device | str = "cpu") -> Tensor:
@@ -64,10 +81,7 @@ def fourier_resample(x: Tensor, size: tuple[int, int]) -> Tensor:
         ``(B, C, H', W')`` tensor, equal to applying ``scipy.signal.resample`` along H then W.
         Half-precision input is computed in float32 and cast back.
     """
-    if x.device.type == "meta":
-        # FLOP counting (gpcore models, on the meta device): the FFT route, which the counter
-        # does not count, as the paper's tables do not - the matrix products would add 2mn per
-        # output row
+    if _FFT_ROUTE:
         return fourier_resample_fft(x, size)
     in_dtype = x.dtype
     dtype = _compute_dtype(x)
