@@ -37,7 +37,7 @@ def main(argv=None) -> None:
             start = time.perf_counter()
             train_models(args.store, args.split, Path(tmp), args.profile, models, [0],
                          overrides=[f"train.epochs={args.epochs}"], progress=False,
-                         parallel=parallel)
+                         parallel=parallel, follow_up=False)
             seconds[mode] = time.perf_counter() - start
     print(f"\n{env['date']}: {env['cpu']}, {env['cores']} cores, torch {env['torch']}; "
           f"profile {args.profile}, {args.epochs} epochs of {', '.join(models)}\n")

@@ -93,7 +93,8 @@ def parse_folds(folds: str | list[int], n_folds: int) -> list[int]:
 def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path, profile: str,
                  models: list[str], folds: list[int], overrides: list[str] | None = None,
                  progress: bool = True, parallel: int | None = None,
-                 study: str | None = None) -> dict[tuple[str, int], RunDir]:
+                 study: str | None = None, follow_up: bool = True
+                 ) -> dict[tuple[str, int], RunDir]:
     """Train every (model, fold) not yet finished; an interrupted run resumes from last.pt, a
     run of another configuration is set aside (:func:`set_aside_if_stale`) and retrained.
 
@@ -101,6 +102,11 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
     torch threads. Default (None): 2 when every run trains on the CPU and there are >= 2
     cores - small models scale poorly across threads, so two 1-thread runs side by side
     finish sooner than one after the other with 2 threads each - else 1.
+
+    ``follow_up``: as soon as a run is trained, evaluate it (and explain it, on the first fold:
+    :func:`follow_up_run`) in the same pool, after the trainings still queued. The slowest
+    training run sets the stage's length; the other worker would idle meanwhile. The later
+    stages find these results cached (same calls, same settings).
     """
     from tqdm.auto import tqdm
 
@@ -123,25 +129,75 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
     jobs = [dict(store_dir=store_dir, split=split, run=run, model=model, fold=fold,
                  profile=profile, overrides=overrides, study=study)
             for model, fold, run, _ in todo]
+    # runs trained earlier whose follow-up is missing (an interrupted study) queue after these
+    pending = [key for key, run in runs.items() if follow_up and key not in
+               {(j["model"], j["fold"]) for j in jobs} and needs_follow_up(run, key[1] == folds[0])]
+
+    def follow(key: tuple[str, int]) -> dict:
+        return dict(run=runs[key], profile=profile, study=study, explain=key[1] == folds[0])
+
     if parallel == 1:
         for job in jobs:
             _train_job(**job, progress=progress)
+            if follow_up:
+                _follow_up_job(**follow((job["model"], job["fold"])), workers=None)
+        for key in pending:
+            _follow_up_job(**follow(key), workers=None)
         return runs
     threads = max(1, (os.cpu_count() or 1) // parallel)
     print(f"[training] {len(jobs)} runs, {parallel} at a time with {threads} torch thread(s) "
-          f"each", flush=True)
+          f"each{'; each evaluated as soon as it is trained' if follow_up else ''}", flush=True)
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
     with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads,)) as pool, \
             tqdm(total=len(jobs), desc="training runs", unit="run", disable=not progress) as bar:
-        futures = {pool.submit(_train_job, **job, progress=False): job for job in jobs}
-        for done in as_completed(futures):
-            job = futures[done]
+        # workers=1: the scoring of a follow-up stays in its worker (the other trains)
+        futures = {pool.submit(_train_job, **job, progress=False): ("train", job)
+                   for job in jobs}
+        futures.update({pool.submit(_follow_up_job, **follow(key), workers=1): ("follow", key)
+                        for key in pending})
+        while futures:
+            done = next(as_completed(futures))
+            kind, job = futures.pop(done)
+            if kind == "follow":
+                model, fold = job
+                seconds, error = done.result()
+                bar.write(f"[training] {model} fold {fold}: " + (
+                    f"evaluated in {seconds:.0f} s" if error is None else
+                    f"evaluation failed ({error}); the classification stage retries it"))
+                continue
             seconds = done.result()  # re-raises a failed run's error (it names the run)
             bar.update(1)
             bar.write(f"[training] {job['model']} fold {job['fold']}: finished in "
                       f"{seconds:.0f} s")
+            if follow_up:
+                key = (job["model"], job["fold"])
+                futures[pool.submit(_follow_up_job, **follow(key), workers=1)] = ("follow", key)
     return runs
+
+
+def needs_follow_up(run: RunDir, explain: bool) -> bool:
+    """Whether :func:`follow_up_run` has anything left to do for a trained run."""
+    return run.is_trained and (not run.is_evaluated() or
+                               (explain and not (run.explanations / "explain.json").is_file()))
+
+
+def follow_up_run(run: RunDir, profile: str, study: str | None = None, explain: bool = True,
+                  workers: int | None = None, progress: bool = False) -> None:
+    """What the later stages compute per run, done right after its training: ``evaluate``
+    (as :func:`evaluate_runs`) and, with ``explain``, the explanation metrics of the
+    baselines stage (``explain_run`` with the profile's settings and the fold's figure
+    slices, as ``gpcore.evaluation.compare`` asks for them), so that the stages reuse them."""
+    from ..evaluation.compare import figure_positions
+    from ..explanations.run import ExplainConfig, explain_run, load_run
+
+    run = RunDir(run)
+    if not run.is_evaluated():
+        evaluate_run(run, workers=workers, progress=progress)
+    if explain:  # the same test slices in every run of a fold, so any run's give the figure's
+        positions = figure_positions(load_run(run)["test"])
+        explain_run(run, ExplainConfig.from_profile(profile, study), "cpu", positions,
+                    progress=progress)
 
 
 def _init_worker(threads: int) -> None:
@@ -164,6 +220,19 @@ def _train_job(store_dir, split, run: RunDir, model: str, fold: int, profile: st
     except Exception as err:
         raise RuntimeError(f"training {model} fold {fold} into {run} failed: {err}") from err
     return time.perf_counter() - start
+
+
+def _follow_up_job(run: RunDir, profile: str, study: str | None, explain: bool,
+                   workers: int | None) -> tuple[float, str | None]:
+    """:func:`follow_up_run` in a pool worker: (wall seconds, None) or (seconds, the error) -
+    a failed follow-up does not stop the training stage; the later stage that needs it
+    runs it again and reports there."""
+    start = time.perf_counter()
+    try:
+        follow_up_run(run, profile, study, explain, workers)
+    except Exception as err:  # noqa: BLE001  (reported, and retried by the stage that needs it)
+        return time.perf_counter() - start, f"{type(err).__name__}: {err}"
+    return time.perf_counter() - start, None
 
 
 def _training_config(cfg: dict | None) -> dict | None:
@@ -240,15 +309,22 @@ def plot_training_curves(runs: dict, title: str):
 def evaluate_runs(runs: dict, n_resamples: int | None = None, progress: bool = True) -> None:
     """``gpcore evaluate`` every run not evaluated yet (predictions and tables are cached);
     ``n_resamples`` defaults to the profile's ``explain.n_resamples``."""
+    for run in runs.values():
+        if not run.is_evaluated():
+            evaluate_run(run, n_resamples, progress=progress)
+
+
+def evaluate_run(run: RunDir, n_resamples: int | None = None, workers: int | None = None,
+                 progress: bool = True) -> Path:
+    """``gpcore evaluate`` of one run on the CPU; ``n_resamples`` defaults to its profile's
+    ``explain.n_resamples``."""
     from ..evaluation.run import evaluate
     from ..explanations.run import ExplainConfig
 
-    for run in runs.values():
-        if n_resamples is None:
-            profile = run.summary()["profile"]
-            n_resamples = ExplainConfig.from_profile(profile).n_resamples
-        if not run.is_evaluated():
-            evaluate(run.path, n_resamples=n_resamples, progress=progress)
+    run = RunDir(run)
+    if n_resamples is None:
+        n_resamples = ExplainConfig.from_profile(run.summary()["profile"]).n_resamples
+    return evaluate(run.path, n_resamples=n_resamples, workers=workers, progress=progress)
 
 
 def _folder(run: RunDir, folder: str) -> Path:
