@@ -133,3 +133,17 @@ def test_follow_up_of_runs_trained_earlier_and_without_a_pool(tmp_path):
     first, second = runs[("gp_unet", 0)], runs[("gp_unet", 1)]
     assert first.is_evaluated() and (first.explanations / "explain.json").is_file()
     assert second.is_evaluated() and not (second.explanations / "explain.json").exists()
+
+
+def test_a_failed_follow_up_is_reported_not_raised(tmp_path):
+    """Training stays done when its evaluation fails; the error comes back as text (the later
+    stage that needs the evaluation runs it again and stops there with the message)."""
+    import torch
+
+    from gpcore.study.pipeline import _follow_up_job
+
+    threads = torch.get_num_threads()
+    seconds, error = _follow_up_job(RunDir(tmp_path / "no_run"), "smoke", None, True,
+                                    workers=1, threads=1)
+    assert seconds >= 0 and "FileNotFoundError" in error and "no_run" in error
+    assert torch.get_num_threads() == threads  # the job's thread count is undone

@@ -151,7 +151,7 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
     with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads,)) as pool, \
             tqdm(total=len(jobs), desc="training runs", unit="run", disable=not progress) as bar:
-        # workers=1: the scoring of a follow-up stays in its worker (the other trains)
+        # workers=1: the scoring of a follow-up stays in its worker (the other one trains)
         futures = {pool.submit(_train_job, **job, progress=False): ("train", job)
                    for job in jobs}
         futures.update({pool.submit(_follow_up_job, **follow(key), workers=1): ("follow", key)
@@ -164,7 +164,8 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
                 seconds, error = done.result()
                 bar.write(f"[training] {model} fold {fold}: " + (
                     f"evaluated in {seconds:.0f} s" if error is None else
-                    f"evaluation failed ({error}); the classification stage retries it"))
+                    f"evaluation or explanation failed ({error}); the stage that needs it "
+                    f"runs it again"))
                 continue
             seconds = done.result()  # re-raises a failed run's error (it names the run)
             bar.update(1)
@@ -172,7 +173,11 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
                       f"{seconds:.0f} s")
             if follow_up:
                 key = (job["model"], job["fold"])
-                futures[pool.submit(_follow_up_job, **follow(key), workers=1)] = ("follow", key)
+                # nothing else left: the last follow-up takes every core (same numbers,
+                # tests/test_pipeline.py)
+                cores = threads * parallel if not futures else 1
+                futures[pool.submit(_follow_up_job, **follow(key), workers=cores,
+                                    threads=cores)] = ("follow", key)
     return runs
 
 
@@ -223,15 +228,22 @@ def _train_job(store_dir, split, run: RunDir, model: str, fold: int, profile: st
 
 
 def _follow_up_job(run: RunDir, profile: str, study: str | None, explain: bool,
-                   workers: int | None) -> tuple[float, str | None]:
-    """:func:`follow_up_run` in a pool worker: (wall seconds, None) or (seconds, the error) -
-    a failed follow-up does not stop the training stage; the later stage that needs it
-    runs it again and reports there."""
+                   workers: int | None, threads: int | None = None) -> tuple[float, str | None]:
+    """:func:`follow_up_run` in a pool worker (``threads``: torch threads for this job, then
+    back): (wall seconds, None) or (seconds, the error) - a failed follow-up does not stop
+    the training stage; the later stage that needs it runs it again and reports there."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     start = time.perf_counter()
     try:
         follow_up_run(run, profile, study, explain, workers)
     except Exception as err:  # noqa: BLE001  (reported, and retried by the stage that needs it)
         return time.perf_counter() - start, f"{type(err).__name__}: {err}"
+    finally:
+        torch.set_num_threads(before)
     return time.perf_counter() - start, None
 
 
