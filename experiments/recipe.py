@@ -117,6 +117,9 @@ VARIANTS = {
     "brainpool_bg_topk": lambda m: BRAIN + BG + TOPK,
     "d2": lambda m: D2[m],
     "d2_topk": lambda m: D2[m] + TOPK,
+    #: round 15 (Figshare): one level deeper than the profile (8x8 bottleneck at 128 px) -
+    #: round 7's depth 2 lowered GP-UNet's map AUROC (0.64 -> 0.55 with top-k pooling)
+    "d4": lambda m: {"gp_unet": ["model.depth=4"]}.get(m, []),
     "d2_bg_topk": lambda m: D2[m] + BG + TOPK,
     "bg_topk": lambda m: BG + TOPK,
     "bn_topk": lambda m: BN[m] + TOPK,

@@ -148,21 +148,29 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
     print(f"[training] {len(jobs)} runs, {parallel} at a time with {threads} torch thread(s) "
           f"each{'; each evaluated as soon as it is trained' if follow_up else ''}", flush=True)
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
+    # Jobs go to the pool only when a worker is free, so that each follow-up's thread count
+    # is chosen when it starts: all cores when nothing else runs or waits (same numbers,
+    # tests/test_pipeline.py), else one worker's. Trainings first; then the follow-ups, the
+    # run that trained longest first (its evaluation is the longest: GP-ShuffleUNet's).
+    waiting = [("train", job, 0.0) for job in jobs] + [("follow", key, 0.0) for key in pending]
+    running = {}
     with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads,)) as pool, \
             tqdm(total=len(jobs), desc="training runs", unit="run", disable=not progress) as bar:
-        # workers=1: the scoring of a follow-up stays in its worker (the other one trains)
-        futures = {pool.submit(_train_job, **job, progress=False): ("train", job)
-                   for job in jobs}
-        futures.update({pool.submit(_follow_up_job, **follow(key), workers=1): ("follow", key)
-                        for key in pending})
-        while futures:
-            done = next(as_completed(futures))
-            kind, job = futures.pop(done)
+        while waiting or running:
+            while waiting and len(running) < parallel:
+                kind, job, _ = waiting.pop(0)
+                if kind == "train":
+                    running[pool.submit(_train_job, **job, progress=False)] = (kind, job)
+                    continue
+                cores = threads * parallel if not (waiting or running) else threads
+                running[pool.submit(_follow_up_job, **follow(job), workers=cores,
+                                    threads=cores)] = (kind, job)
+            done = next(as_completed(running))
+            kind, job = running.pop(done)
             if kind == "follow":
-                model, fold = job
                 seconds, error = done.result()
-                bar.write(f"[training] {model} fold {fold}: " + (
+                bar.write(f"[training] {job[0]} fold {job[1]}: " + (
                     f"evaluated in {seconds:.0f} s" if error is None else
                     f"evaluation or explanation failed ({error}); the stage that needs it "
                     f"runs it again"))
@@ -172,12 +180,10 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
             bar.write(f"[training] {job['model']} fold {job['fold']}: finished in "
                       f"{seconds:.0f} s")
             if follow_up:
-                key = (job["model"], job["fold"])
-                # nothing else left: the last follow-up takes every core (same numbers,
-                # tests/test_pipeline.py)
-                cores = threads * parallel if not futures else 1
-                futures[pool.submit(_follow_up_job, **follow(key), workers=cores,
-                                    threads=cores)] = ("follow", key)
+                waiting.append(("follow", (job["model"], job["fold"]), seconds))
+                trains = [w for w in waiting if w[0] == "train"]
+                waiting = trains + sorted((w for w in waiting if w[0] == "follow"),
+                                          key=lambda w: -w[2])
     return runs
 
 
