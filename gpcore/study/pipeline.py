@@ -130,8 +130,9 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
                  profile=profile, overrides=overrides, study=study)
             for model, fold, run, _ in todo]
     # runs trained earlier whose follow-up is missing (an interrupted study) queue after these
-    pending = [key for key, run in runs.items() if follow_up and key not in
-               {(j["model"], j["fold"]) for j in jobs} and needs_follow_up(run, key[1] == folds[0])]
+    training = {(model, fold) for model, fold, *_ in todo}
+    pending = [key for key, run in runs.items() if follow_up and key not in training
+               and needs_follow_up(run, key[1] == folds[0])]
 
     def follow(key: tuple[str, int]) -> dict:
         return dict(run=runs[key], profile=profile, study=study, explain=key[1] == folds[0])
@@ -152,20 +153,22 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
     # is chosen when it starts: all cores when nothing else runs or waits (same numbers,
     # tests/test_pipeline.py), else one worker's. Trainings first; then the follow-ups, the
     # run that trained longest first (its evaluation is the longest: GP-ShuffleUNet's).
-    waiting = [("train", job, 0.0) for job in jobs] + [("follow", key, 0.0) for key in pending]
+    trains, follows = list(jobs), [(0.0, key) for key in pending]  # (training seconds, run)
     running = {}
     with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads,)) as pool, \
             tqdm(total=len(jobs), desc="training runs", unit="run", disable=not progress) as bar:
-        while waiting or running:
-            while waiting and len(running) < parallel:
-                kind, job, _ = waiting.pop(0)
-                if kind == "train":
-                    running[pool.submit(_train_job, **job, progress=False)] = (kind, job)
+        while trains or follows or running:
+            while (trains or follows) and len(running) < parallel:
+                if trains:
+                    job = trains.pop(0)
+                    running[pool.submit(_train_job, **job, progress=False)] = ("train", job)
                     continue
-                cores = threads * parallel if not (waiting or running) else threads
-                running[pool.submit(_follow_up_job, **follow(job), workers=cores,
-                                    threads=cores)] = (kind, job)
+                follows.sort(key=lambda f: -f[0])  # stable: ties keep their order
+                _, key = follows.pop(0)
+                cores = threads * parallel if not (follows or running) else threads
+                running[pool.submit(_follow_up_job, **follow(key), workers=cores,
+                                    threads=cores)] = ("follow", key)
             done = next(as_completed(running))
             kind, job = running.pop(done)
             if kind == "follow":
@@ -180,10 +183,7 @@ def train_models(store_dir: str | Path, split: str | Path, runs_dir: str | Path,
             bar.write(f"[training] {job['model']} fold {job['fold']}: finished in "
                       f"{seconds:.0f} s")
             if follow_up:
-                waiting.append(("follow", (job["model"], job["fold"]), seconds))
-                trains = [w for w in waiting if w[0] == "train"]
-                waiting = trains + sorted((w for w in waiting if w[0] == "follow"),
-                                          key=lambda w: -w[2])
+                follows.append((seconds, (job["model"], job["fold"])))
     return runs
 
 
