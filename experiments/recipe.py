@@ -132,6 +132,9 @@ VARIANTS = {
     "lse_nodrop": lambda m: LSE + NO_DROP[m],
     "lse_nodrop_warmup": lambda m: LSE + NO_DROP[m] + WARMUP,
     "nodrop_warmup": lambda m: NO_DROP[m] + WARMUP,
+    #: round 16 (GP-ReconResNet's grading): GP-UNet's 10 % LR warm-up + cosine decay alone -
+    #: at a constant LR the best-epoch choice on one validation LGG patient picks a noisy epoch
+    "warmup": lambda m: WARMUP,
     "nodrop": lambda m: NO_DROP[m],
     "zscore": lambda m: ZSCORE,
     "hmax": lambda m: HMAX,
