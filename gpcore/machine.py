@@ -33,11 +33,13 @@ def gpu() -> str | None:
 
 
 def cpu_label() -> str:
-    """The CPU's model and its bf16 hardware, e.g. ``Intel(R) Xeon(R) ... (AMX bf16)``."""
+    """The CPU's model and its bf16 hardware, e.g. ``Intel(R) Xeon(R) ... (AMX bf16)``, or
+    ``AMD EPYC (no bf16 hardware)``: training takes the fp32 path there (bf16 is emulated)."""
     from .training.fast import cpu_bf16_kind
 
     kind = cpu_bf16_kind()
-    return cpu_model() + (f" ({'AMX' if kind == 'amx' else 'AVX-512'} bf16)" if kind else "")
+    bf16 = f"{'AMX' if kind == 'amx' else 'AVX-512'} bf16" if kind else "no bf16 hardware"
+    return f"{cpu_model()} ({bf16})"
 
 
 def describe() -> str:

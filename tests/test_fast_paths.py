@@ -188,3 +188,17 @@ def test_efficiency_measurements():
     assert list(table["model"]) == ["gp_unet"] and table.at[0, "parameters"] == 1_740_675
     assert {"gflops_per_slice", "latency_ms_batch1", "slices_per_s_batch2",
             "peak_mem_mib_batch2"} <= set(table.columns)
+
+
+def test_cpu_label_names_the_bf16_hardware_or_its_absence(monkeypatch):
+    """Result labels say which numeric path the CPU allows (issue 13: a table must name its
+    CPU and path): AMX, AVX-512 BF16, or none (fp32)."""
+    from gpcore import machine
+    from gpcore.training import fast
+
+    monkeypatch.setattr(machine, "cpu_model", lambda: "Some CPU")
+    for kind, label in (("amx", "Some CPU (AMX bf16)"),
+                        ("avx512_bf16", "Some CPU (AVX-512 bf16)"),
+                        (None, "Some CPU (no bf16 hardware)")):
+        monkeypatch.setattr(fast, "cpu_bf16_kind", lambda kind=kind: kind)
+        assert machine.cpu_label() == label
