@@ -2,6 +2,7 @@
 CPU model, its bf16 hardware (the numeric path training takes), cores, GPU, versions."""
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -56,3 +57,17 @@ def environment() -> dict:
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
             "gpu": gpu()}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Temporarily set ``torch.set_num_threads`` (None: unchanged)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

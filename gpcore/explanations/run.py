@@ -29,6 +29,7 @@ import torch
 from ..data.splits import load_split, split_rows
 from ..data.store import SliceStore
 from ..io import atomic_path, write_table
+from ..machine import torch_threads
 from ..rundir import RunDir
 
 VERSION = 1
@@ -258,7 +259,10 @@ def explain_run(run_dir: str | Path, cfg: ExplainConfig | None = None, device: s
     chosen = tumour[spread_rows(tumour, test["patient_ids"][tumour], cfg.captum_max_slices)]
     if figure_positions is not None:
         chosen = np.union1d(chosen, np.asarray(figure_positions, dtype=np.int64))
-    agreement, maps = captum_agreement(loaded, chosen, cfg, progress)
+    # one thread: guided backprop's input gradients differ in the last bits between thread
+    # counts on some CPUs (AVX2 EPYC), and a pool follow-up and a notebook use different counts
+    with torch_threads(1):
+        agreement, maps = captum_agreement(loaded, chosen, cfg, progress)
     write_table(agreement, out / "agreement_slices")
     with atomic_path(out / "maps.npz") as tmp:
         with open(tmp, "wb") as f:

@@ -10,7 +10,6 @@ else the machine runs: record that next to any number you keep.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
 import threading
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 
 from ..models import count_parameters, create_model
 from ..machine import environment  # noqa: F401  (the benchmarks' and notebook's entry)
+from ..machine import torch_threads
 from ..models.profile import count_flops, flops_of
 from ..training.fast import FastPaths
 
@@ -397,13 +397,4 @@ def efficiency_table(models: Sequence[str] = ("gp_unet", "gp_shuffle_unet", "gp_
     return pd.DataFrame(rows)
 
 
-@contextlib.contextmanager
-def threads(n: int | None):
-    """Temporarily set ``torch.set_num_threads`` (None: unchanged)."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+threads = torch_threads  # the benchmarks' name for it
