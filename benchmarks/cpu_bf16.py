@@ -3,7 +3,7 @@ each, fp32 eager against fp32 + channels-last and the bf16 fast path, interleave
 A B C, ...) in one process, what ``"auto"`` decides here, and how close each path runs to the
 CPU's measured matmul peak of its precision (issue 13: the switch was keyed on AMX tiles and
 stayed off on an AVX-512 BF16 EPYC where bf16 measured 1.3-2.1x faster; on an AVX2-only EPYC
-bf16 is emulated and 8-12x slower).
+bf16 is emulated and 8-13x slower).
 
     python -m benchmarks.cpu_bf16 [--threads 1] [--batch 16] [--size 64] [--reps 5] [--compile]
 
@@ -25,7 +25,7 @@ import torch
 from gpcore.configs import load_profile
 from gpcore.study.efficiency import (environment, interleaved, matmul_peak, training_flops,
                                      training_step)
-from gpcore.training.fast import FastPaths, cpu_bf16_kind
+from gpcore.training.fast import FastPaths, cpu_bf16_kind, cpu_has_native_bf16
 
 MODELS = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet")
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
           f"{cpu_bf16_kind() or 'none'}; 'auto' turns bf16 {'on' if auto.bf16 else 'off'}, "
           f"channels_last {'on' if auto.channels_last else 'off'}; torch.mm peak "
           f"{peak['fp32'] / 1e9:.0f} GFLOP/s fp32, {peak['bf16'] / 1e9:.1f} bf16")
-    native = cpu_bf16_kind() is not None
+    native = cpu_has_native_bf16()
 
     def share(rate: float, path: str) -> str:
         if path.startswith("bf16") and not native:  # emulated: no bf16 peak to speak of

@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from ..models import count_parameters, create_model
 from ..machine import environment  # noqa: F401  (the benchmarks' and notebook's entry)
-from ..machine import torch_threads
 from ..models.profile import count_flops, flops_of
 from ..training.fast import FastPaths
 
@@ -395,6 +394,3 @@ def efficiency_table(models: Sequence[str] = ("gp_unet", "gp_shuffle_unet", "gp_
                                                     else thr.peak_mem_delta) / 2**20,
                      "device": str(device), "size": size, "path": fast.describe()})
     return pd.DataFrame(rows)
-
-
-threads = torch_threads  # the benchmarks' name for it

@@ -238,18 +238,14 @@ def _follow_up_job(run: RunDir, profile: str, study: str | None, explain: bool,
     """:func:`follow_up_run` in a pool worker (``threads``: torch threads for this job, then
     back): (wall seconds, None) or (seconds, the error) - a failed follow-up does not stop
     the training stage; the later stage that needs it runs it again and reports there."""
-    import torch
+    from ..machine import torch_threads
 
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     start = time.perf_counter()
-    try:
-        follow_up_run(run, profile, study, explain, workers)
-    except Exception as err:  # noqa: BLE001  (reported, and retried by the stage that needs it)
-        return time.perf_counter() - start, f"{type(err).__name__}: {err}"
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(threads):
+        try:
+            follow_up_run(run, profile, study, explain, workers)
+        except Exception as err:  # noqa: BLE001  (reported, and retried by the stage that needs it)
+            return time.perf_counter() - start, f"{type(err).__name__}: {err}"
     return time.perf_counter() - start, None
 
 
