@@ -3,6 +3,7 @@ patients only.
 
     python -m experiments.recipe train  --models gp_unet --variants published,lse
     python -m experiments.recipe report --out docs/recipe_table
+    python -m experiments.recipe promote --models gp_recon_resnet --variants warmup --runs 3:1701
 
 ``train`` trains every (variant, model, fold, seed) not yet finished into
 ``runs/recipe/<study>-<profile>/<variant>/<model>/fold<k>-seed<s>/`` (two runs at a time on a
@@ -10,7 +11,9 @@ CPU, one torch thread each; resumable). ``report`` scores each finished run on i
 **validation** patients - macro-F1 of the selected epoch, median Dice with the map rule,
 offset and clean-up chosen on those same patients (the selection criterion, optimistic by
 construction but identical for every variant), the share of tumour slices whose map peaks
-outside the brain - and flags failed runs. Test patients are never read here.
+outside the brain - and flags failed runs. Test patients are never read here. ``promote``
+makes runs of a variant already adopted in the profile the study's own runs (checked equal
+to what the study would train), so the study evaluates them instead of training them again.
 """
 from __future__ import annotations
 
@@ -207,6 +210,58 @@ def train_grid(store: Path, split: Path, base: Path, profile: str, todo: list[di
                 print(f"[recipe] {j['run'].relative_to(base)}: FAILED {err}", flush=True)
 
 
+#: left behind when a recipe run becomes a study run: the study computes its predictions,
+#: evaluations and explanations with its own calls and settings
+NOT_PROMOTED = ("predictions", "evaluation", "explanations", "recipe_*")
+
+
+def promote(base: Path, runs_dir: Path, store: Path, split: Path, profile: str, study: str,
+            variant: str, models, runs) -> list[Path]:
+    """Make finished recipe runs the study's own ``runs_dir/<model>/fold<k>`` runs (what
+    rounds 6 and 8 did by hand), so that ``./run_all.sh --folds ...`` evaluates them instead
+    of training them again. Each must have been trained with exactly the configuration, slice
+    store and split the study would train now (``gpcore.study.pipeline.stale_reasons``:
+    the variant adopted in the profile, with the profile's seed), on its fold; else
+    ValueError naming the run and what differs. A study run that is already current is kept;
+    any other is set aside (renamed, never deleted). Returns the study runs written."""
+    import shutil
+
+    from gpcore.rundir import RunDir
+    from gpcore.study.pipeline import stale_reasons
+    from gpcore.training.config import resolve_config
+
+    written = []
+    for model in models:
+        wanted = resolve_config(profile, model, None, study)
+        for fold, seed in runs:
+            src = RunDir(run_dir(base, variant, model, fold, seed))
+            if not src.is_trained:
+                raise ValueError(f"{src.path}: not a finished run; train it first (python -m "
+                                 f"experiments.recipe train --models {model} --variants "
+                                 f"{variant} --runs {fold}:{seed})")
+            why = stale_reasons(src, wanted, store, split)
+            if int((src.record.get("split") or {}).get("fold", -1)) != fold:
+                why.append("fold")
+            if why:
+                raise ValueError(f"{src.path}: its {' and '.join(why)} "
+                                 f"differ{'s' * (len(why) == 1)} from what the "
+                                 f"study trains now; adopt the variant in the '{profile}' "
+                                 "profile (and its seed) first")
+            dst = RunDir.of(runs_dir, model, fold)
+            if dst.is_trained and not stale_reasons(dst, wanted, store, split):
+                print(f"[recipe] {dst.path}: already a current run of the study; kept")
+                continue
+            if dst.path.exists():
+                print(f"[recipe] {dst.path}: set aside as {dst.set_aside().path.name}")
+            tmp = dst.path.with_name(dst.path.name + ".promoting")
+            shutil.rmtree(tmp, ignore_errors=True)  # a copy interrupted earlier
+            shutil.copytree(src.path, tmp, ignore=shutil.ignore_patterns(*NOT_PROMOTED))
+            tmp.rename(dst.path)  # whole or not at all: a half copy never looks trained
+            print(f"[recipe] {src.path.relative_to(base)} -> {dst.path}")
+            written.append(dst.path)
+    return written
+
+
 #: bump when :func:`score_run` changes what it measures (2: map AUROC of each slice's own
 #: class - before, the last class's map on every slice of a dataset without Healthy; 3: the
 #: LGG slices' recall and F1, round 11)
@@ -384,7 +439,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.recipe",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("train", "report"))
+    parser.add_argument("action", choices=("train", "report", "promote"))
     parser.add_argument("--study", default="phantom")
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--models", default="gp_unet,gp_shuffle_unet,gp_recon_resnet")
@@ -415,6 +470,17 @@ def main(argv=None) -> int:
     from gpcore.study.pipeline import study_data
 
     base = ROOT / "runs" / "recipe" / f"{args.study}-{args.profile}"
+    if args.action == "promote":
+        store, split = study_data(ROOT / "data" / args.study / args.profile, args.profile,
+                                  args.study)
+        try:
+            promote(base, ROOT / "runs" / args.study / args.profile, store, split,
+                    args.profile, args.study, args.variants or "published",
+                    args.models.split(","), parse_runs(args.runs))
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     if args.action == "train":
         variants = (args.variants or ",".join(VARIANTS)).split(",")
         suffix = ""

@@ -23,3 +23,46 @@ def test_chance_macro_f1_is_the_uniform_guess():
     labels = np.array([0] * 6 + [1] * 2 + [2] * 2)
     p, q = np.array([0.6, 0.2, 0.2]), 1 / 3
     assert chance_macro_f1(labels, 3) == pytest.approx(np.mean(2 * p * q / (p + q)))
+
+
+def test_promote_makes_a_current_recipe_run_the_studys_own_and_refuses_another(tmp_path):
+    """``promote`` copies a recipe run trained exactly as the study would train it into the
+    study's runs folder (weights and record; not its validation caches), keeps a current study
+    run, sets a stale one aside, and refuses a run of another configuration in one line."""
+    import shutil
+
+    from experiments.recipe import promote, run_dir
+    from fake_data import fake_store
+    from gpcore.rundir import RunDir
+    from gpcore.study.pipeline import train_models
+
+    store, split = fake_store(tmp_path, 8)
+    base, study_runs = tmp_path / "recipe", tmp_path / "runs"
+    kw = dict(profile="smoke", models=["gp_unet"], folds=[0], progress=False,
+              follow_up=False, study="phantom")
+    trained = {}
+    for variant, overrides in (("published", None), ("wide", ["model.wf=3"])):
+        run = train_models(store, split, tmp_path / variant, overrides=overrides, **kw)[
+            ("gp_unet", 0)]
+        (run.path / "predictions").mkdir()  # a validation cache of `report`
+        trained[variant] = run_dir(base, variant, "gp_unet", 0, 1701)
+        trained[variant].parent.mkdir(parents=True)
+        shutil.move(run.path, trained[variant])
+    # the study's own run of fold 0 was trained with another configuration: set aside
+    shutil.copytree(trained["wide"], study_runs / "gp_unet" / "fold0")
+    args = (base, study_runs, store, split, "smoke", "phantom")
+
+    with pytest.raises(ValueError, match=r"wide/gp_unet/fold0-seed1701: its configuration "
+                                         r"differs.*adopt the variant"):
+        promote(*args, "wide", ["gp_unet"], [(0, 1701)])
+    with pytest.raises(ValueError, match="not a finished run; train it first"):
+        promote(*args, "published", ["gp_unet"], [(1, 1701)])
+
+    written = promote(*args, "published", ["gp_unet"], [(0, 1701)])
+    study_run = RunDir.of(study_runs, "gp_unet", 0)
+    assert written == [study_run.path] and study_run.is_trained
+    assert (study_run.path / "best.safetensors").read_bytes() == \
+        (trained["published"] / "best.safetensors").read_bytes()
+    assert not (study_run.path / "predictions").exists()  # the study predicts for itself
+    assert len(list(study_run.path.parent.glob("fold0.stale-*"))) == 1
+    assert promote(*args, "published", ["gp_unet"], [(0, 1701)]) == []  # current: kept

@@ -256,15 +256,13 @@ def _training_config(cfg: dict | None) -> dict | None:
     return None if cfg is None else {k: v for k, v in cfg.items() if k != "study"}
 
 
-def set_aside_if_stale(run: RunDir, wanted: dict, store_dir: str | Path | None = None,
-                       split: str | Path | None = None) -> Path | None:
-    """A run folder begun with another configuration than ``wanted`` (e.g. the profile's widths
-    were edited since), on another slice store (rebuilt, e.g. more phantom subjects) or on
-    another split must not be reused or resumed: rename it to ``<fold>.stale-<time>`` (nothing
-    is deleted) and return the new path; None if it is current or absent."""
+def stale_reasons(run: RunDir, wanted: dict, store_dir: str | Path | None = None,
+                  split: str | Path | None = None) -> list[str]:
+    """What makes a begun run folder other than the run the study would train now: any of
+    "configuration", "slice store" (rebuilt since), "split"; empty if it is current or absent."""
     run = RunDir(run)
     if not run.config_file.is_file():
-        return None
+        return []
     record = run.record
     changed = []
     if _training_config(record.get("config")) != _training_config(wanted):
@@ -276,6 +274,17 @@ def set_aside_if_stale(run: RunDir, wanted: dict, store_dir: str | Path | None =
     if split is not None and run.split_file.is_file() and \
             run.split_file.read_bytes() != Path(split).read_bytes():
         changed.append("split")
+    return changed
+
+
+def set_aside_if_stale(run: RunDir, wanted: dict, store_dir: str | Path | None = None,
+                       split: str | Path | None = None) -> Path | None:
+    """A run folder begun with another configuration than ``wanted`` (e.g. the profile's widths
+    were edited since), on another slice store (rebuilt, e.g. more phantom subjects) or on
+    another split must not be reused or resumed: rename it to ``<fold>.stale-<time>`` (nothing
+    is deleted) and return the new path; None if it is current or absent."""
+    run = RunDir(run)
+    changed = stale_reasons(run, wanted, store_dir, split)
     if not changed:
         return None
     stale = run.set_aside()
