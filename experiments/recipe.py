@@ -222,8 +222,9 @@ def promote(base: Path, runs_dir: Path, store: Path, split: Path, profile: str, 
     of training them again. Each must have been trained with exactly the configuration, slice
     store and split the study would train now (``gpcore.study.pipeline.stale_reasons``:
     the variant adopted in the profile, with the profile's seed), on its fold; else
-    ValueError naming the run and what differs. A study run that is already current is kept;
-    any other is set aside (renamed, never deleted). Returns the study runs written."""
+    ValueError naming the run and what differs. A study run that is already current is kept
+    (it needs no recipe run); any other is set aside (renamed, never deleted). Returns the
+    study runs written."""
     import shutil
 
     from gpcore.rundir import RunDir
@@ -234,6 +235,10 @@ def promote(base: Path, runs_dir: Path, store: Path, split: Path, profile: str, 
     for model in models:
         wanted = resolve_config(profile, model, None, study)
         for fold, seed in runs:
+            dst = RunDir.of(runs_dir, model, fold)
+            if dst.is_trained and not stale_reasons(dst, wanted, store, split):
+                print(f"[recipe] {dst.path}: already a current run of the study; kept")
+                continue
             src = RunDir(run_dir(base, variant, model, fold, seed))
             if not src.is_trained:
                 raise ValueError(f"{src.path}: not a finished run; train it first (python -m "
@@ -247,10 +252,6 @@ def promote(base: Path, runs_dir: Path, store: Path, split: Path, profile: str, 
                                  f"differ{'s' * (len(why) == 1)} from what the "
                                  f"study trains now; adopt the variant in the '{profile}' "
                                  "profile (and its seed) first")
-            dst = RunDir.of(runs_dir, model, fold)
-            if dst.is_trained and not stale_reasons(dst, wanted, store, split):
-                print(f"[recipe] {dst.path}: already a current run of the study; kept")
-                continue
             if dst.path.exists():
                 print(f"[recipe] {dst.path}: set aside as {dst.set_aside().path.name}")
             tmp = dst.path.with_name(dst.path.name + ".promoting")
