@@ -35,6 +35,8 @@ import pandas as pd
 #: columns searched around the bounding-box centre for the best mirror axis
 AXIS_SEARCH = 10
 SIGMA = 1.5
+#: slices left out: a tumour of fewer pixels, or a head of fewer, cannot be ranked
+MIN_TUMOUR_PX, MIN_HEAD_PX = 4, 100
 
 
 def mirror(x: np.ndarray, axis2: int) -> np.ndarray:
@@ -89,11 +91,9 @@ def measure(work_dir: Path) -> pd.DataFrame:
     out = []
     for r in rows:
         gt = np.asarray(store.masks[r]) > 0
-        if not gt.any():
-            continue
         x = np.asarray(store.images[r][0], np.float32)
         head = x != 0
-        if gt.sum() < 4 or head.sum() < 100:
+        if gt.sum() < MIN_TUMOUR_PX or head.sum() < MIN_HEAD_PX:  # nothing to rank
             continue
         row = {"row": int(r), "label": index["class_name"].iat[r],
                "dice_head": dice_iou(head, gt)[0]}
