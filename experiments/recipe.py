@@ -245,7 +245,7 @@ def promote(base: Path, runs_dir: Path, store: Path, split: Path, profile: str, 
                                  f"experiments.recipe train --models {model} --variants "
                                  f"{variant} --runs {fold}:{seed})")
             why = stale_reasons(src, wanted, store, split)
-            if int((src.record.get("split") or {}).get("fold", -1)) != fold:
+            if src.fold != fold:
                 why.append("fold")
             if why:
                 raise ValueError(f"{src.path}: its {' and '.join(why)} "

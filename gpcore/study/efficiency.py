@@ -100,7 +100,8 @@ def matmul_peak(device, dtype: torch.dtype = torch.float32, n: int | None = None
     from ..training.fast import cpu_has_native_bf16
 
     device = torch.device(device)
-    if n is None and device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bf16():
+    if n is None and device.type == "cpu" and dtype == torch.bfloat16 \
+            and not cpu_has_native_bf16():
         n = 256
     n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device).to(dtype)

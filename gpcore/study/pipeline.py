@@ -244,7 +244,8 @@ def _follow_up_job(run: RunDir, profile: str, study: str | None, explain: bool,
     with torch_threads(threads):
         try:
             follow_up_run(run, profile, study, explain, workers)
-        except Exception as err:  # noqa: BLE001  (reported, and retried by the stage that needs it)
+        except Exception as err:  # noqa: BLE001
+            # reported, and retried by the stage that needs it
             return time.perf_counter() - start, f"{type(err).__name__}: {err}"
     return time.perf_counter() - start, None
 
