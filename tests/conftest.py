@@ -1,4 +1,5 @@
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,15 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory):
+    """The whole smoke study (``./run_all.sh --profile smoke``) in a temporary output root, run
+    once for every module that reads it: ``(root, seconds)``."""
+    from gpcore.study.runner import run_study
+
+    root = tmp_path_factory.mktemp("study")
+    started = time.time()
+    assert run_study("phantom", "smoke", output_root=root) == 0
+    return root, time.time() - started

@@ -2,7 +2,6 @@
 ``./run_all.sh --profile smoke`` runs), in a temporary output root: each expected table and
 figure exists and holds sane values, and a second run skips every stage."""
 import json
-import time
 
 import pandas as pd
 import pytest
@@ -19,12 +18,9 @@ FIGURES = ["model_sizes", "data_examples", "phantom_subjects", "training_curves"
 MODELS = ["gp_unet", "gp_shuffle_unet", "gp_recon_resnet", "mprotonet", "cnn_gradcam"]
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    started = time.time()
-    assert run_study("phantom", "smoke", output_root=root) == 0
-    return root, time.time() - started
+@pytest.fixture
+def study(smoke_study):
+    return smoke_study
 
 
 def test_every_stage_ran_and_wrote_its_outputs(study):

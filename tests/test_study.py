@@ -1,5 +1,5 @@
-"""The papermill study runner on the models and data stages (the whole smoke study: test_smoke_study.py) (needs the "gpcore" kernel that
-run_tests.sh registers)."""
+"""The papermill study runner on the models and data stages of the smoke study that
+test_smoke_study.py checks as a whole (needs the "gpcore" kernel that run_tests.sh registers)."""
 import json
 
 import nbformat
@@ -9,11 +9,10 @@ import pytest
 from gpcore.study.runner import STAGES, Stage, run_study
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("study")
-    assert run_study(profile="smoke", output_root=out, stages=["models", "data"]) == 0
-    return out
+@pytest.fixture
+def smoke_run(smoke_study):
+    """The smoke study's output root (its models and data stages are what these tests read)."""
+    return smoke_study[0]
 
 
 def test_models_stage_writes_sane_tables_and_figures(smoke_run):
