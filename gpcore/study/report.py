@@ -73,6 +73,8 @@ def section(results: Path) -> str:
     training = results / "training.csv"
     if training.is_file():
         t = pd.read_csv(training)
+        if "train_seconds" in t.columns:  # whole seconds: ".3g" would print 1040 s as "1.04e+03"
+            t["train_seconds"] = t["train_seconds"].round().astype("Int64")
         cols = [c for c in ("model", "fold", "epochs", "best_epoch", "val_macro_f1",
                             "train_seconds") if c in t.columns]
         lines += ["Training (validation macro-F1 of the selected epoch, wall time):", "",
