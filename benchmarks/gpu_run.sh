@@ -16,7 +16,7 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 PY=${PYTHON:-python3}
 if [[ "${DRY:-0}" == 1 ]]; then
-  DEV=cpu; SUBJ=2; SIZE=(--size 32); STEPS=3; WARM=1; WORKERS=0; BATCH=2
+  DEV=cpu; SUBJ=1; SIZE=(--size 32); STEPS=3; WARM=1; WORKERS=0; BATCH=2
   export TORCHDYNAMO_DISABLE=1  # the --compile paths run, without minutes of CPU compilation
   RUN_ARGS=(--device cpu --quick --cpu-size 32 --models gp_unet --train-batches 2
             --infer-batches 1 --skip-data)
