@@ -4,7 +4,6 @@ figure exists and holds sane values, and a second run skips every stage."""
 import json
 
 import pandas as pd
-import pytest
 
 from gpcore.study.runner import STAGES, run_study
 
@@ -18,13 +17,8 @@ FIGURES = ["model_sizes", "data_examples", "phantom_subjects", "training_curves"
 MODELS = ["gp_unet", "gp_shuffle_unet", "gp_recon_resnet", "mprotonet", "cnn_gradcam"]
 
 
-@pytest.fixture
-def study(smoke_study):
-    return smoke_study
-
-
-def test_every_stage_ran_and_wrote_its_outputs(study):
-    root, seconds = study
+def test_every_stage_ran_and_wrote_its_outputs(smoke_study):
+    root, seconds = smoke_study
     results, figures = root / "results/phantom/smoke", root / "figures/phantom/smoke"
     for stage in STAGES:
         assert (results / "notebooks" / stage.notebook).is_file(), stage.name
@@ -37,8 +31,8 @@ def test_every_stage_ran_and_wrote_its_outputs(study):
     print(f"smoke study: {seconds:.0f} s")
 
 
-def test_tables_hold_sane_values(study):
-    results = study[0] / "results/phantom/smoke"
+def test_tables_hold_sane_values(smoke_study):
+    results = smoke_study[0] / "results/phantom/smoke"
     training = pd.read_csv(results / "training.csv")
     assert sorted(training.model) == sorted(MODELS) and (training.epochs >= 1).all()
     cls = pd.read_csv(results / "classification.csv")
@@ -59,8 +53,8 @@ def test_tables_hold_sane_values(study):
     assert set(eff.model) == set(MODELS) and (eff.parameters > 0).all()
 
 
-def test_second_run_skips_every_stage(study, capsys):
-    root = study[0]
+def test_second_run_skips_every_stage(smoke_study, capsys):
+    root = smoke_study[0]
     assert run_study("phantom", "smoke", output_root=root) == 0
     out = capsys.readouterr().out
     assert out.count("unchanged since its last run, skipped") == len(STAGES)
