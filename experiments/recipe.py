@@ -392,10 +392,12 @@ def _study_runs(runs_dir: Path):
 def report(base: Path, out: Path, study_runs: Path | None = None,
            models: tuple[str, ...] = ("gp_unet", "gp_shuffle_unet", "gp_recon_resnet"),
            variants: tuple[str, ...] | None = None,
-           evidence_only: bool = False) -> pd.DataFrame:
+           evidence_only: bool = False,
+           runs: list[tuple[int, int]] | None = None) -> pd.DataFrame:
     """Score every finished run under ``base`` (and the study's runs under ``study_runs``, if
     given); write per-run and per-variant tables. ``variants``: only these (default all);
-    ``evidence_only``: see :func:`score_run`."""
+    ``runs``: only these (fold, seed) pairs (default all); ``evidence_only``: see
+    :func:`score_run`."""
     from gpcore.io import write_table
     from gpcore.rundir import RunDir
 
@@ -404,6 +406,8 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
              if (variants is None or r[1] in variants) and r[2] in models]
     if study_runs is not None:
         found += [r for r in _study_runs(Path(study_runs)) if r[2] in models]
+    if runs is not None:
+        found = [r for r in found if (r[3], r[4]) in set(runs)]
     for run, variant, model, fold, seed in found:
         if not RunDir(run).is_trained:
             continue
@@ -452,8 +456,10 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default=None,
                         help="comma-separated (train: default all; report: default every "
                              "trained one)")
-    parser.add_argument("--runs", default=",".join(f"{f}:{s}" for f, s in DEFAULT_RUNS),
-                        help="fold:seed pairs, e.g. 0:1701,1:1702")
+    parser.add_argument("--runs", default=None,
+                        help="fold:seed pairs, e.g. 0:1701,1:1702 (train, promote: default "
+                             + ",".join(f"{f}:{s}" for f, s in DEFAULT_RUNS)
+                             + "; report: default every finished run)")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None,
                         help="`train`: torch threads per run (default: cores / parallel)")
@@ -475,6 +481,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from gpcore.study.pipeline import study_data
 
+    runs = parse_runs(args.runs) if args.runs else None
+
     base = ROOT / "runs" / "recipe" / f"{args.study}-{args.profile}"
     if args.action == "promote":
         store, split = study_data(ROOT / "data" / args.study / args.profile, args.profile,
@@ -482,7 +490,7 @@ def main(argv=None) -> int:
         try:
             promote(base, ROOT / "runs" / args.study / args.profile, store, split,
                     args.profile, args.study, args.variants or "published",
-                    args.models.split(","), parse_runs(args.runs))
+                    args.models.split(","), runs or list(DEFAULT_RUNS))
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -503,7 +511,7 @@ def main(argv=None) -> int:
         if args.store:
             store = Path(args.store)
             suffix += f"@{store.name.split('_')[-1]}"
-        todo = jobs(base, variants, args.models.split(","), parse_runs(args.runs),
+        todo = jobs(base, variants, args.models.split(","), runs or list(DEFAULT_RUNS),
                     suffix=suffix)
         start = time.time()
         train_grid(store, split, base, args.profile, todo, args.parallel, args.threads,
@@ -513,7 +521,7 @@ def main(argv=None) -> int:
         study = ROOT / "runs" / args.study / args.profile if args.with_study else None
         chosen = tuple(args.variants.split(",")) if args.variants else None
         print(report(base, Path(args.out), study, tuple(args.models.split(",")),
-                     chosen, args.evidence_only).to_string())
+                     chosen, args.evidence_only, runs).to_string())
     return 0
 
 

@@ -66,3 +66,36 @@ def test_promote_makes_a_current_recipe_run_the_studys_own_and_refuses_another(t
     assert not (study_run.path / "predictions").exists()  # the study predicts for itself
     assert len(list(study_run.path.parent.glob("fold0.stale-*"))) == 1
     assert promote(*args, "published", ["gp_unet"], [(0, 1701)]) == []  # current: kept
+
+
+def test_report_scores_only_the_runs_asked_for(tmp_path):
+    """``report --runs`` keeps only those (fold, seed) pairs, of every variant (it used to be
+    ignored, so a paired table silently pooled every cached seed of the other variant)."""
+    import json
+    import os
+
+    from experiments.recipe import SCORE_VERSION, report, run_dir
+    from gpcore.rundir import RunDir
+
+    base = tmp_path / "recipe"
+    scores = dict(val_macro_f1=0.8, chance_macro_f1=0.29, peak_outside_brain=0.0,
+                  val_map_auroc=0.9, val_median_dice=0.7, val_median_dice_predicted_map=0.6,
+                  val_median_dice_multiotsu=0.6, val_median_dice_lgg=0.5, val_lgg_recall=0.5,
+                  val_lgg_f1=0.5, score_version=SCORE_VERSION)
+    for variant, pairs in (("warmup", [(0, 1701), (0, 1702), (1, 1701)]),
+                           ("blocks6", [(0, 1701), (1, 1701)])):
+        for fold, seed in pairs:  # a finished run with its validation scores cached
+            run = run_dir(base, variant, "gp_recon_resnet", fold, seed)
+            run.mkdir(parents=True)
+            (run / RunDir.SUMMARY).write_text("{}")
+            (run / RunDir.CHECKPOINT).write_bytes(b"")
+            (run / "best.safetensors").write_bytes(b"")
+            cache = run / "recipe_val_evidence.json"
+            cache.write_text(json.dumps(scores))
+            os.utime(cache, (2e9, 2e9))  # newer than the weights: read, not re-scored
+
+    kw = dict(models=("gp_recon_resnet",), evidence_only=True)
+    everything = report(base, tmp_path / "all", **kw)
+    assert dict(zip(everything.variant, everything.runs)) == {"warmup": 3, "blocks6": 2}
+    paired = report(base, tmp_path / "paired", runs=[(0, 1701), (1, 1701)], **kw)
+    assert dict(zip(paired.variant, paired.runs)) == {"warmup": 2, "blocks6": 2}
