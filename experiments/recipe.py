@@ -407,13 +407,15 @@ def report(base: Path, out: Path, study_runs: Path | None = None,
     if study_runs is not None:
         found += [r for r in _study_runs(Path(study_runs)) if r[2] in models]
     if runs is not None:
-        found = [r for r in found if (r[3], r[4]) in set(runs)]
+        wanted = set(runs)
+        found = [r for r in found if (r[3], r[4]) in wanted]
     for run, variant, model, fold, seed in found:
-        if not RunDir(run).is_trained:
+        rd = RunDir(run)
+        if not rd.is_trained:
             continue
         cache = run / ("recipe_val_evidence.json" if evidence_only else "recipe_val.json")
         scores = {}
-        if cache.is_file() and cache.stat().st_mtime > (run / "best.safetensors").stat().st_mtime:
+        if cache.is_file() and cache.stat().st_mtime > rd.checkpoint.stat().st_mtime:
             scores = json.loads(cache.read_text())
         if scores.get("score_version") != SCORE_VERSION:  # scored by older code
             scores = {**score_run(run, evidence_only), "score_version": SCORE_VERSION}

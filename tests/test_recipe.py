@@ -89,7 +89,6 @@ def test_report_scores_only_the_runs_asked_for(tmp_path):
             run.mkdir(parents=True)
             (run / RunDir.SUMMARY).write_text("{}")
             (run / RunDir.CHECKPOINT).write_bytes(b"")
-            (run / "best.safetensors").write_bytes(b"")
             cache = run / "recipe_val_evidence.json"
             cache.write_text(json.dumps(scores))
             os.utime(cache, (2e9, 2e9))  # newer than the weights: read, not re-scored
